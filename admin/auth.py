@@ -1,0 +1,71 @@
+"""Staff login and logout (Flask-Login), with CSRF-protected forms."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Flask, flash, redirect, render_template, request, url_for
+from flask_login import LoginManager, current_user, login_user, logout_user
+from flask_wtf import FlaskForm
+from sqlalchemy import func, select
+from wtforms import EmailField, PasswordField
+from wtforms.validators import DataRequired
+
+from recovery.db import db
+from recovery.models import StaffUser
+
+bp = Blueprint("auth", __name__, template_folder="templates")
+login_manager = LoginManager()
+login_manager.login_view = "auth.login"
+login_manager.session_protection = "strong"
+
+
+@login_manager.user_loader
+def load_user(user_id: str) -> StaffUser | None:
+    user = db.session.get(StaffUser, int(user_id))
+    return user if user is not None and user.active else None
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired()])
+    password = PasswordField("Password", validators=[DataRequired()])
+
+
+def find_staff(email: str) -> StaffUser | None:
+    query = select(StaffUser).where(func.lower(StaffUser.email) == email.strip().lower())
+    return db.session.scalar(query)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only follow a relative ``next`` inside this site (no open redirect)."""
+    if target and not urlsplit(target).netloc and target.startswith("/"):
+        return target
+    return url_for("admin.index")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if current_user.is_authenticated:
+        return redirect(url_for("admin.index"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = find_staff(form.email.data)
+        # Same answer for an unknown email and a wrong password.
+        if user is not None and user.active and user.check_password(form.password.data):
+            login_user(user)
+            return redirect(_safe_next(request.args.get("next")))
+        flash("Wrong email or password.", "danger")
+        return render_template("admin_auth/login.html", form=form), 401
+    return render_template("admin_auth/login.html", form=form)
+
+
+@bp.post("/logout")
+def logout():
+    logout_user()
+    flash("You are logged out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+def init_auth(app: Flask) -> None:
+    login_manager.init_app(app)
+    app.register_blueprint(bp)

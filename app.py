@@ -1,0 +1,86 @@
+"""Application factory. Nothing is built at import time: call ``create_app()``.
+
+``gunicorn "app:create_app()"`` serves it; ``flask --app app ...`` runs its commands.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from flask_migrate import Migrate
+from flask_wtf.csrf import CSRFProtect
+
+from recovery import config
+from recovery.db import db
+from recovery.effects import DISPATCHER_EXTENSION
+
+migrate = Migrate()
+csrf = CSRFProtect()
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.update(config.from_os(Path(app.instance_path)))
+    app.config.update(overrides or {})
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
+    csrf.init_app(app)
+
+    _init_jobs(app)
+    _init_blueprints(app)
+
+    from admin import init_admin
+
+    init_admin(app)
+    _init_cli(app)
+    return app
+
+
+def _engine_options(cfg: dict) -> dict:
+    if cfg["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        # The embedded mode writes from the request thread and the job thread: wait for
+        # the other writer instead of failing with "database is locked".
+        return {"connect_args": {"timeout": 30}}
+    # pre_ping: a PostgreSQL restart costs one reconnect, not a failed request.
+    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+
+
+def _init_jobs(app: Flask) -> None:
+    from jobs.dispatch import RQDispatcher, ThreadDispatcher
+
+    if app.config["REDIS_URL"]:
+        app.extensions[DISPATCHER_EXTENSION] = RQDispatcher(app)
+        return
+    dispatcher = ThreadDispatcher(app)
+    app.extensions[DISPATCHER_EXTENSION] = dispatcher
+
+    # The embedded mode has no worker process: the job thread starts with the first
+    # request (the demo command starts it at once), not at import or in CLI commands.
+    @app.before_request
+    def _start_job_thread() -> None:
+        if app.extensions.get(DISPATCHER_EXTENSION) is dispatcher:
+            dispatcher.start()
+
+
+def _init_blueprints(app: Flask) -> None:
+    from recovery.http.health import bp as health_bp
+
+    app.register_blueprint(health_bp)
+
+
+def _init_cli(app: Flask) -> None:
+    from admin.cli import staff_cli
+    from jobs.cli import demo_cli, jobs_cli, release_cli
+
+    app.cli.add_command(demo_cli)
+    app.cli.add_command(release_cli)
+    app.cli.add_command(jobs_cli)
+    app.cli.add_command(staff_cli)

@@ -1,0 +1,1 @@
+"""Background work: RQ job functions (thin: ids in, call ``recovery``) and the schedule."""

@@ -1,0 +1,65 @@
+"""``flask jobs ...`` (schedule registration) and ``flask demo`` (the embedded default)."""
+
+from __future__ import annotations
+
+import threading
+
+import click
+from flask import current_app
+from flask.cli import with_appcontext
+from flask_migrate import upgrade
+
+from jobs.connection import scheduler_for
+from jobs.schedule import register
+from recovery.db import db
+from recovery.demo import seed_demo
+from recovery.effects import DISPATCHER_EXTENSION
+
+jobs_cli = click.Group("jobs", help="Background jobs.")
+
+
+@jobs_cli.command("register")
+@with_appcontext
+def register_schedule() -> None:
+    """Register the periodic jobs with rq-scheduler (idempotent: run at every start)."""
+    ids = register(scheduler_for(current_app))
+    click.echo("periodic jobs registered: " + ", ".join(ids))
+
+
+@click.command("release")
+@with_appcontext
+def release_cli() -> None:
+    """Once per deploy: migrate the database and register the periodic jobs."""
+    upgrade()
+    click.echo("database migrated")
+    if current_app.config["REDIS_URL"]:
+        ids = register(scheduler_for(current_app))
+        click.echo("periodic jobs registered: " + ", ".join(ids))
+    if current_app.config["RUNNING_UNDER_HONCHO"]:
+        # honcho stops every process when one exits; a platform's release phase needs
+        # this one to exit. So only under honcho does it stay, idle, after its work.
+        click.echo("release done; idling so honcho keeps the other processes running")
+        threading.Event().wait()
+
+
+@click.command("demo")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True)
+@click.option("--serve/--no-serve", default=True, help="Serve after seeding.")
+@with_appcontext
+def demo_cli(host: str, port: int, serve: bool) -> None:
+    """Migrate, seed the demo shop (idempotent) and serve the embedded demo."""
+    app = current_app._get_current_object()
+    if app.config["APP_ENV"] == "production":
+        raise click.UsageError("The demo is not for production.")
+    upgrade()
+    login = seed_demo(db.session)
+    db.session.commit()
+    click.echo(f"Demo shop ready. Log in as {login.email} / {login.password}")
+    if not serve:
+        return
+    dispatcher = app.extensions[DISPATCHER_EXTENSION]
+    if hasattr(dispatcher, "start"):
+        dispatcher.start()
+    click.echo(f"Serving on http://{host}:{port}/admin/  (Ctrl+C to stop)")
+    app.run(host=host, port=port, use_reloader=False, threaded=True)

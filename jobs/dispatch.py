@@ -1,0 +1,162 @@
+"""Dispatchers: what carries out the effects the domain requested, after the commit.
+
+* ``RQDispatcher`` (production): RQ for work to do now, rq-scheduler for work at a time.
+* ``ThreadDispatcher`` (embedded default): one in-process thread that runs the same job
+  functions now or at their time, so the demo needs no Redis and expiries still happen.
+"""
+
+from __future__ import annotations
+
+import heapq
+import importlib
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from flask import Flask
+from rq import Retry
+
+from jobs.connection import queue_for, scheduler_for
+from jobs.schedule import SCHEDULE
+from recovery.effects import Effect, Kind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    func: str  # import path, as RQ stores it
+    timeout_seconds: int
+    retry_intervals: tuple[int, ...]  # seconds between attempts after a failure
+
+
+JOBS: dict[Kind, JobSpec] = {
+    # Provider hiccups are retried with backoff; the job itself never sends twice.
+    Kind.SEND_MESSAGE: JobSpec("jobs.tasks.send_message", 30, (2, 10, 30, 120, 600)),
+    Kind.OFFER_NEXT: JobSpec("jobs.tasks.offer_next", 30, (1, 5, 30)),
+    Kind.EXPIRE_OFFER: JobSpec("jobs.tasks.expire_offer", 30, (1, 5, 30)),
+    Kind.RELEASE_HOLD: JobSpec("jobs.tasks.release_hold", 30, (1, 5, 30)),
+    Kind.SWEEP: JobSpec("jobs.tasks.sweep", 50, ()),
+}
+
+
+def resolve(path: str) -> Callable:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+class RQDispatcher:
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+
+    def dispatch(self, effects: Sequence[Effect]) -> None:
+        queue = queue_for(self.app)
+        scheduler = None
+        now = datetime.now(UTC)
+        for effect in effects:
+            spec = JOBS[effect.kind]
+            if effect.at is None or effect.at <= now:
+                retry = Retry(max=len(spec.retry_intervals), interval=list(spec.retry_intervals))
+                queue.enqueue(
+                    spec.func,
+                    *effect.args,
+                    job_timeout=spec.timeout_seconds,
+                    retry=retry if spec.retry_intervals else None,
+                    result_ttl=600,
+                    failure_ttl=7 * 24 * 3600,
+                )
+            else:
+                scheduler = scheduler or scheduler_for(self.app)
+                # A stable id: scheduling the same effect again moves it, never doubles it.
+                scheduler.enqueue_at(
+                    effect.at,
+                    spec.func,
+                    *effect.args,
+                    job_id="at:" + effect.key,
+                    timeout=spec.timeout_seconds,
+                    job_result_ttl=600,
+                )
+
+
+@dataclass(order=True)
+class _Entry:
+    when: float  # unix time; 0 means now
+    seq: int
+    func: str = field(compare=False)
+    args: tuple = field(compare=False)
+    attempt: int = field(default=0, compare=False)
+    every: int = field(default=0, compare=False)  # periodic jobs repeat every N seconds
+
+
+class ThreadDispatcher:
+    """Runs jobs in one background thread of this process, each at its time.
+
+    Failed jobs are retried with the same backoff as under RQ. The periodic schedule
+    (``jobs.schedule.SCHEDULE``) runs here too.
+    """
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self._heap: list[_Entry] = []
+        self._counter = itertools.count()
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def dispatch(self, effects: Sequence[Effect]) -> None:
+        for effect in effects:
+            when = effect.at.timestamp() if effect.at else 0.0
+            self._push(when, JOBS[effect.kind].func, effect.args)
+
+    def start(self) -> None:
+        """Start the thread and the periodic jobs (once)."""
+        with self._wakeup:
+            if self._thread is not None:
+                return
+            for periodic in SCHEDULE:
+                self._push(0.0, periodic.func, (), every=periodic.interval_seconds)
+            self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._wakeup:
+            self._stopping = True
+            self._wakeup.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _push(self, when: float, func: str, args: tuple, attempt: int = 0, every: int = 0):
+        with self._wakeup:
+            entry = _Entry(when, next(self._counter), func, args, attempt, every)
+            heapq.heappush(self._heap, entry)
+            self._wakeup.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self._stopping:
+                    now = time.time()
+                    if self._heap and self._heap[0].when <= now:
+                        break
+                    self._wakeup.wait((self._heap[0].when - now) if self._heap else None)
+                if self._stopping:
+                    return
+                entry = heapq.heappop(self._heap)
+            self._run_one(entry)
+
+    def _run_one(self, entry: _Entry) -> None:
+        try:
+            with self.app.app_context():
+                resolve(entry.func)(*entry.args)
+        except Exception:
+            log.exception("job %s%r failed", entry.func, entry.args)
+            intervals = next((s.retry_intervals for s in JOBS.values() if s.func == entry.func), ())
+            if not entry.every and entry.attempt < len(intervals):
+                retry_at = time.time() + intervals[entry.attempt]
+                self._push(retry_at, entry.func, entry.args, attempt=entry.attempt + 1)
+        if entry.every:
+            self._push(time.time() + entry.every, entry.func, entry.args, every=entry.every)

@@ -1,0 +1,113 @@
+"""The one place that reads the process environment.
+
+Everything else reads ``app.config``. Tests pass overrides to ``create_app`` instead of
+touching ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+# Every variable the app reads, with a one-line meaning (also in .env.example).
+VARIABLES: dict[str, str] = {
+    "APP_ENV": "development (default: embedded demo) or production",
+    "SECRET_KEY": "signs sessions and CSRF tokens; required in production",
+    "DATABASE_URL": "PostgreSQL URL (postgres:// accepted); default SQLite under instance/",
+    "REDIS_URL": "Redis URL for RQ jobs and slot locks; default: jobs run in-process",
+    "TWILIO_ACCOUNT_SID": "Twilio account; without it SMS goes to the sandbox outbox",
+    "TWILIO_AUTH_TOKEN": "Twilio auth token; also verifies inbound webhook signatures",
+    "TWILIO_FROM_NUMBER": "default sender number (E.164) for shops without their own",
+    "STRIPE_SECRET_KEY": "Stripe secret key; without it payments use the sandbox gateway",
+    "STRIPE_WEBHOOK_SECRET": "Stripe webhook signing secret (whsec_...)",
+    "PUBLIC_BASE_URL": "public https URL of the web process, for links and signature checks",
+    "TWILIO_API_BASE_URL": "testing only: send Twilio REST calls to a local fake server",
+    "STRIPE_API_BASE_URL": "testing only: send Stripe API calls to a local fake server",
+    "HONCHO_PROCESS_NAME": "set by honcho; keeps `release` alive so honcho runs all four",
+}
+
+REQUIRED_IN_PRODUCTION = (
+    "SECRET_KEY",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_FROM_NUMBER",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+)
+
+
+class ConfigError(RuntimeError):
+    """The environment cannot produce a safe configuration."""
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept Heroku's ``postgres://`` and plain ``postgresql://`` and use psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _text(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name, "").strip()
+    return value or None
+
+
+def _embedded_secret_key(instance_path: Path) -> str:
+    """A random key kept under instance/ so demo logins survive a restart."""
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key_file = instance_path / "secret_key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_hex(32))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+def from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
+    """Build the Flask config dict from environment variables.
+
+    Raises ``ConfigError`` naming every missing variable when production is asked for.
+    """
+    app_env = (_text(environ, "APP_ENV") or "development").lower()
+    if app_env not in ("development", "production"):
+        raise ConfigError(f"APP_ENV must be 'development' or 'production', not {app_env!r}")
+    production = app_env == "production"
+
+    if production:
+        missing = [name for name in REQUIRED_IN_PRODUCTION if not _text(environ, name)]
+        if missing:
+            raise ConfigError(
+                "Refusing to start in production: missing environment variable(s): "
+                + ", ".join(missing)
+            )
+
+    database_url = _text(environ, "DATABASE_URL")
+    if database_url is None:
+        database_url = f"sqlite:///{instance_path / 'slot_recovery.sqlite3'}"
+
+    return {
+        "APP_ENV": app_env,
+        "SECRET_KEY": _text(environ, "SECRET_KEY") or _embedded_secret_key(instance_path),
+        "SQLALCHEMY_DATABASE_URI": normalize_database_url(database_url),
+        "REDIS_URL": _text(environ, "REDIS_URL"),
+        "TWILIO_ACCOUNT_SID": _text(environ, "TWILIO_ACCOUNT_SID"),
+        "TWILIO_AUTH_TOKEN": _text(environ, "TWILIO_AUTH_TOKEN"),
+        "TWILIO_FROM_NUMBER": _text(environ, "TWILIO_FROM_NUMBER"),
+        "TWILIO_API_BASE_URL": _text(environ, "TWILIO_API_BASE_URL"),
+        "STRIPE_SECRET_KEY": _text(environ, "STRIPE_SECRET_KEY"),
+        "STRIPE_WEBHOOK_SECRET": _text(environ, "STRIPE_WEBHOOK_SECRET"),
+        "STRIPE_API_BASE_URL": _text(environ, "STRIPE_API_BASE_URL"),
+        "PUBLIC_BASE_URL": (_text(environ, "PUBLIC_BASE_URL") or "").rstrip("/") or None,
+        "RUNNING_UNDER_HONCHO": bool(_text(environ, "HONCHO_PROCESS_NAME")),
+        "SESSION_COOKIE_SECURE": production,
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+    }
+
+
+def from_os(instance_path: Path) -> dict:
+    return from_environment(os.environ, instance_path)

@@ -1,0 +1,94 @@
+"""Side effects the domain *requests* and the app carries out after the commit.
+
+A domain operation never sends an SMS or enqueues a job itself: it calls ``request`` and
+the effect waits in the session until the transaction that justified it commits. A
+rollback drops it. What carries effects out (RQ, a thread, a recorder) is wired by the app
+as a ``Dispatcher``; ``recovery`` only names the effects (see ``Kind``).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from flask import current_app, has_app_context
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from recovery.db import RecoverySession
+
+log = logging.getLogger(__name__)
+
+_PENDING = "recovery.pending_effects"
+
+
+class Kind(enum.StrEnum):
+    SEND_MESSAGE = "send_message"  # args: message id
+    OFFER_NEXT = "offer_next"  # args: opening id
+    EXPIRE_OFFER = "expire_offer"  # args: offer id (runs at the offer's expires_at)
+    RELEASE_HOLD = "release_hold"  # args: appointment id (runs at the payment deadline)
+    SWEEP = "sweep"  # no args
+
+
+@dataclass(frozen=True)
+class Effect:
+    kind: Kind
+    args: tuple[int, ...] = ()
+    at: datetime | None = None  # run at this moment instead of now
+
+    @property
+    def key(self) -> str:
+        """Stable identity, so the same effect requested twice is carried out once."""
+        return ":".join([self.kind.value, *map(str, self.args)])
+
+
+class Dispatcher(Protocol):
+    def dispatch(self, effects: Sequence[Effect]) -> None: ...
+
+
+def request(session: Session, kind: Kind, *args: int, at: datetime | None = None) -> Effect:
+    effect = Effect(kind, tuple(args), at)
+    pending: list[Effect] = session.info.setdefault(_PENDING, [])
+    if effect not in pending:
+        pending.append(effect)
+    return effect
+
+
+def pending(session: Session) -> list[Effect]:
+    return list(session.info.get(_PENDING, []))
+
+
+DISPATCHER_EXTENSION = "recovery.dispatcher"
+
+
+def current_dispatcher() -> Dispatcher | None:
+    """The dispatcher the running app wired in (each app has its own)."""
+    if not has_app_context():
+        return None
+    return current_app.extensions.get(DISPATCHER_EXTENSION)
+
+
+@event.listens_for(RecoverySession, "after_commit")
+def _dispatch_after_commit(session: Session) -> None:
+    effects = session.info.pop(_PENDING, [])
+    if not effects:
+        return
+    dispatcher = current_dispatcher()
+    if dispatcher is None:
+        log.warning("no dispatcher: %d effect(s) dropped; the sweep will repair", len(effects))
+        return
+    try:
+        dispatcher.dispatch(effects)
+    except Exception:
+        # The commit stands. Everything an effect does is re-derived from the database by
+        # the periodic sweep (queued messages, open openings, due offers), so log and go on.
+        log.exception("dispatching %d effect(s) failed; the sweep will repair", len(effects))
+
+
+@event.listens_for(RecoverySession, "after_rollback")
+def _drop_after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)

@@ -1,0 +1,449 @@
+"""The whole data model (see DESIGN.md, "Data").
+
+Invariants are database constraints wherever one can express them:
+
+1. no two active appointments overlap on one resource: ``ex_appointments_no_overlap``
+   (PostgreSQL exclusion constraint; ``recovery.booking`` also checks in code for SQLite);
+2. one ``sent`` offer per opening and one per customer: partial unique indexes;
+3. one ``open``/``filled`` opening per resource and start: partial unique index;
+4. each provider delivery once: unique provider ids on messages, payments, provider_events.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import sqlalchemy as sa
+from flask_login import UserMixin
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from recovery.db import UTCDateTime, db, utcnow
+
+
+class AppointmentStatus(enum.StrEnum):
+    PENDING_PAYMENT = "pending_payment"
+    BOOKED = "booked"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+
+
+ACTIVE_APPOINTMENT_STATUSES = (AppointmentStatus.PENDING_PAYMENT, AppointmentStatus.BOOKED)
+
+
+class OpeningStatus(enum.StrEnum):
+    OPEN = "open"
+    FILLED = "filled"
+    EXPIRED = "expired"
+
+
+class OfferStatus(enum.StrEnum):
+    SENT = "sent"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+    EXPIRED = "expired"
+
+
+class PaymentStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class DepositKind(enum.StrEnum):
+    NONE = "none"
+    FIXED = "fixed"  # deposit_value is an amount in minor units
+    PERCENT = "percent"  # deposit_value is a whole percentage of the price
+    FULL = "full"  # full prepayment of the price
+
+
+class StaffRole(enum.StrEnum):
+    OWNER = "owner"
+    STAFF = "staff"
+
+
+class Direction(enum.StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class MessageStatus(enum.StrEnum):
+    QUEUED = "queued"  # written by the domain, waiting for the send job
+    SENT = "sent"  # accepted by the provider
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    SUPPRESSED = "suppressed"  # not sent: the number opted out after it was queued
+    RECEIVED = "received"  # inbound
+
+
+def _in(column: str, enum_cls: type[enum.StrEnum]) -> str:
+    """SQL text for a CHECK that ``column`` holds one of an enum's values."""
+    values = ", ".join(f"'{member.value}'" for member in enum_cls)
+    return f"{column} IN ({values})"
+
+
+def _status(default: enum.StrEnum) -> Mapped[str]:
+    return mapped_column(sa.String(20), nullable=False, default=default.value)
+
+
+def _active_sql() -> str:
+    statuses = ", ".join(f"'{s.value}'" for s in ACTIVE_APPOINTMENT_STATUSES)
+    return f"status IN ({statuses})"
+
+
+class Shop(db.Model):
+    __tablename__ = "shops"
+    __table_args__ = (
+        sa.CheckConstraint("offer_ttl_minutes > 0", name="offer_ttl_positive"),
+        sa.CheckConstraint("cooldown_hours >= 0", name="cooldown_not_negative"),
+        sa.CheckConstraint("min_lead_minutes >= 0", name="lead_not_negative"),
+        sa.CheckConstraint("payment_hold_minutes > 0", name="hold_positive"),
+        sa.CheckConstraint(
+            "late_refund_percent BETWEEN 0 AND 100", name="late_refund_percent_range"
+        ),
+        sa.CheckConstraint("full_refund_hours >= 0", name="full_refund_hours_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(120), nullable=False)
+    timezone: Mapped[str] = mapped_column(sa.String(64), nullable=False, default="Europe/London")
+    currency: Mapped[str] = mapped_column(sa.String(3), nullable=False, default="GBP")
+    locale: Mapped[str] = mapped_column(sa.String(16), nullable=False, default="en_GB")
+    # The number customers text; empty means the deployment's TWILIO_FROM_NUMBER.
+    sms_from_number: Mapped[str | None] = mapped_column(sa.String(20))
+    contact_phone: Mapped[str | None] = mapped_column(sa.String(20))
+    # Recovery policy.
+    offer_ttl_minutes: Mapped[int] = mapped_column(nullable=False, default=15)
+    cooldown_hours: Mapped[int] = mapped_column(nullable=False, default=24)
+    min_lead_minutes: Mapped[int] = mapped_column(nullable=False, default=60)
+    payment_hold_minutes: Mapped[int] = mapped_column(nullable=False, default=15)
+    require_prior_settled_booking: Mapped[bool] = mapped_column(nullable=False, default=False)
+    # Refund policy: full refund at least this many hours before the start, else a share.
+    full_refund_hours: Mapped[int] = mapped_column(nullable=False, default=24)
+    late_refund_percent: Mapped[int] = mapped_column(nullable=False, default=50)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class StaffUser(UserMixin, db.Model):
+    __tablename__ = "staff_users"
+    __table_args__ = (sa.CheckConstraint(_in("role", StaffRole), name="role_valid"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(sa.ForeignKey("shops.id"), nullable=False, index=True)
+    email: Mapped[str] = mapped_column(sa.String(254), nullable=False, unique=True)
+    name: Mapped[str] = mapped_column(sa.String(120), nullable=False, default="")
+    password_hash: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    role: Mapped[str] = _status(StaffRole.STAFF)
+    active: Mapped[bool] = mapped_column(nullable=False, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    shop: Mapped[Shop] = relationship()
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login
+        return self.active
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == StaffRole.OWNER
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class Resource(db.Model):
+    """The chair, room or person a booking occupies."""
+
+    __tablename__ = "resources"
+    __table_args__ = (sa.UniqueConstraint("shop_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(sa.ForeignKey("shops.id"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(sa.String(120), nullable=False)
+    active: Mapped[bool] = mapped_column(nullable=False, default=True)
+
+    shop: Mapped[Shop] = relationship()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Service(db.Model):
+    __tablename__ = "services"
+    __table_args__ = (
+        sa.UniqueConstraint("shop_id", "name"),
+        sa.CheckConstraint("duration_minutes > 0", name="duration_positive"),
+        sa.CheckConstraint("price_minor >= 0", name="price_not_negative"),
+        sa.CheckConstraint(_in("deposit_kind", DepositKind), name="deposit_kind_valid"),
+        sa.CheckConstraint(
+            "deposit_kind <> 'percent' OR deposit_value BETWEEN 0 AND 100",
+            name="deposit_percent_range",
+        ),
+        sa.CheckConstraint("deposit_value >= 0", name="deposit_value_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(sa.ForeignKey("shops.id"), nullable=False, index=True)
+    name: Mapped[str] = mapped_column(sa.String(120), nullable=False)
+    duration_minutes: Mapped[int] = mapped_column(nullable=False)
+    price_minor: Mapped[int] = mapped_column(nullable=False)
+    deposit_kind: Mapped[str] = _status(DepositKind.NONE)
+    deposit_value: Mapped[int] = mapped_column(nullable=False, default=0)
+    active: Mapped[bool] = mapped_column(nullable=False, default=True)
+
+    shop: Mapped[Shop] = relationship()
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Customer(db.Model):
+    __tablename__ = "customers"
+    __table_args__ = (sa.UniqueConstraint("shop_id", "phone"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(sa.ForeignKey("shops.id"), nullable=False)
+    name: Mapped[str] = mapped_column(sa.String(120), nullable=False)
+    phone: Mapped[str] = mapped_column(sa.String(20), nullable=False)  # E.164
+    sms_opt_in: Mapped[bool] = mapped_column(nullable=False, default=False)
+    opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Start of the customer's latest settled (paid or completed) booking; kept by
+    # recovery.booking so eligibility ordering needs no aggregate over appointments.
+    last_settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    shop: Mapped[Shop] = relationship()
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.phone})"
+
+
+class Appointment(db.Model):
+    __tablename__ = "appointments"
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", AppointmentStatus), name="status_valid"),
+        sa.CheckConstraint("ends_at > starts_at", name="ends_after_start"),
+        postgresql.ExcludeConstraint(
+            ("resource_id", "="),
+            (sa.func.tstzrange(sa.column("starts_at"), sa.column("ends_at"), "[)"), "&&"),
+            using="gist",
+            where=sa.text(_active_sql()),
+            name="ex_appointments_no_overlap",
+        ).ddl_if(dialect="postgresql"),
+        sa.Index("ix_appointments_customer_starts", "customer_id", "starts_at"),
+        sa.Index("ix_appointments_shop_starts", "shop_id", "starts_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(sa.ForeignKey("shops.id"), nullable=False)
+    resource_id: Mapped[int] = mapped_column(sa.ForeignKey("resources.id"), nullable=False)
+    customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id"), nullable=False)
+    service_id: Mapped[int] = mapped_column(sa.ForeignKey("services.id"), nullable=False)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    status: Mapped[str] = _status(AppointmentStatus.BOOKED)
+    source_slot_opening_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("slot_openings.id", use_alter=True), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancellation_reason: Mapped[str | None] = mapped_column(sa.String(200))
+    # Why cancelling this booking did or did not open a slot for recovery.
+    recovery_note: Mapped[str | None] = mapped_column(sa.String(200))
+
+    shop: Mapped[Shop] = relationship()
+    resource: Mapped[Resource] = relationship()
+    customer: Mapped[Customer] = relationship()
+    service: Mapped[Service] = relationship()
+    payments: Mapped[list[Payment]] = relationship(
+        back_populates="appointment", order_by="Payment.id"
+    )
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_APPOINTMENT_STATUSES
+
+    def __str__(self) -> str:
+        return f"#{self.id} {self.starts_at:%Y-%m-%d %H:%M} UTC"
+
+
+class Payment(db.Model):
+    __tablename__ = "payments"
+    __table_args__ = (
+        sa.UniqueConstraint("provider", "provider_ref"),
+        sa.CheckConstraint(_in("status", PaymentStatus), name="status_valid"),
+        sa.CheckConstraint("amount_minor >= 0", name="amount_not_negative"),
+        sa.CheckConstraint(
+            "refunded_minor >= 0 AND refunded_minor <= amount_minor", name="refund_within_amount"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    appointment_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("appointments.id"), nullable=False, index=True
+    )
+    provider: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    provider_ref: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    amount_minor: Mapped[int] = mapped_column(nullable=False)
+    currency: Mapped[str] = mapped_column(sa.String(3), nullable=False)
+    status: Mapped[str] = _status(PaymentStatus.PENDING)
+    refunded_minor: Mapped[int] = mapped_column(nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(
+        UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
+    )
+
+    appointment: Mapped[Appointment] = relationship(back_populates="payments")
+
+
+class SlotOpening(db.Model):
+    __tablename__ = "slot_openings"
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", OpeningStatus), name="status_valid"),
+        sa.Index(
+            "uq_slot_openings_live_resource_start",
+            "resource_id",
+            "starts_at",
+            unique=True,
+            postgresql_where=sa.text("status IN ('open', 'filled')"),
+            sqlite_where=sa.text("status IN ('open', 'filled')"),
+        ),
+        sa.Index("ix_slot_openings_shop_status", "shop_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(sa.ForeignKey("shops.id"), nullable=False)
+    resource_id: Mapped[int] = mapped_column(sa.ForeignKey("resources.id"), nullable=False)
+    service_id: Mapped[int] = mapped_column(sa.ForeignKey("services.id"), nullable=False)
+    # One opening per cancelled booking, however often the cancellation is retried.
+    source_appointment_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("appointments.id"), nullable=False, unique=True
+    )
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    status: Mapped[str] = _status(OpeningStatus.OPEN)
+    outcome_note: Mapped[str | None] = mapped_column(sa.String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    filled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    shop: Mapped[Shop] = relationship()
+    resource: Mapped[Resource] = relationship()
+    service: Mapped[Service] = relationship()
+    source_appointment: Mapped[Appointment] = relationship(foreign_keys=[source_appointment_id])
+    offers: Mapped[list[SlotOffer]] = relationship(
+        back_populates="opening", order_by="SlotOffer.id"
+    )
+
+    def __str__(self) -> str:
+        return f"Opening #{self.id}"
+
+
+class SlotOffer(db.Model):
+    __tablename__ = "slot_offers"
+    __table_args__ = (
+        sa.UniqueConstraint("slot_opening_id", "customer_id"),
+        sa.CheckConstraint(_in("status", OfferStatus), name="status_valid"),
+        sa.CheckConstraint("channel IN ('sms')", name="channel_valid"),
+        # A YES is never ambiguous: one live offer per opening and per customer.
+        sa.Index(
+            "uq_slot_offers_live_per_opening",
+            "slot_opening_id",
+            unique=True,
+            postgresql_where=sa.text("status = 'sent'"),
+            sqlite_where=sa.text("status = 'sent'"),
+        ),
+        sa.Index(
+            "uq_slot_offers_live_per_customer",
+            "customer_id",
+            unique=True,
+            postgresql_where=sa.text("status = 'sent'"),
+            sqlite_where=sa.text("status = 'sent'"),
+        ),
+        sa.Index("ix_slot_offers_customer_sent", "customer_id", "sent_at"),
+        sa.Index(
+            "ix_slot_offers_due",
+            "expires_at",
+            postgresql_where=sa.text("status = 'sent'"),
+            sqlite_where=sa.text("status = 'sent'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slot_opening_id: Mapped[int] = mapped_column(sa.ForeignKey("slot_openings.id"), nullable=False)
+    customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id"), nullable=False)
+    channel: Mapped[str] = mapped_column(sa.String(10), nullable=False, default="sms")
+    status: Mapped[str] = _status(OfferStatus.SENT)
+    sent_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    responded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    opening: Mapped[SlotOpening] = relationship(back_populates="offers")
+    customer: Mapped[Customer] = relationship()
+
+    def __str__(self) -> str:
+        return f"Offer #{self.id}"
+
+
+class Message(db.Model):
+    """Every SMS in and out: the sandbox outbox and the log."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        sa.CheckConstraint(_in("direction", Direction), name="direction_valid"),
+        sa.CheckConstraint(_in("status", MessageStatus), name="status_valid"),
+        sa.Index("ix_messages_shop_created", "shop_id", "created_at"),
+        sa.Index(
+            "ix_messages_queued",
+            "created_at",
+            postgresql_where=sa.text("status = 'queued'"),
+            sqlite_where=sa.text("status = 'queued'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Unknown senders have no shop or customer; the message is still kept.
+    shop_id: Mapped[int | None] = mapped_column(sa.ForeignKey("shops.id"))
+    customer_id: Mapped[int | None] = mapped_column(sa.ForeignKey("customers.id"), index=True)
+    slot_offer_id: Mapped[int | None] = mapped_column(sa.ForeignKey("slot_offers.id"), index=True)
+    direction: Mapped[str] = mapped_column(sa.String(10), nullable=False)
+    from_number: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    to_number: Mapped[str] = mapped_column(sa.String(32), nullable=False)
+    body: Mapped[str] = mapped_column(sa.Text, nullable=False)
+    purpose: Mapped[str] = mapped_column(sa.String(30), nullable=False)
+    provider_sid: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    status: Mapped[str] = _status(MessageStatus.QUEUED)
+    error: Mapped[str | None] = mapped_column(sa.String(255))
+    segments: Mapped[int] = mapped_column(nullable=False, default=1)
+    cost_estimate_minor: Mapped[int] = mapped_column(nullable=False, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    shop: Mapped[Shop | None] = relationship()
+    customer: Mapped[Customer | None] = relationship()
+    offer: Mapped[SlotOffer | None] = relationship()
+
+
+class ProviderEvent(db.Model):
+    """Deliveries already handled (Stripe event ids and the like): each takes effect once."""
+
+    __tablename__ = "provider_events"
+    __table_args__ = (sa.UniqueConstraint("provider", "event_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    event_id: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    event_type: Mapped[str] = mapped_column(sa.String(100), nullable=False, default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)

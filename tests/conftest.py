@@ -1,0 +1,158 @@
+"""Test harness: real PostgreSQL and real Redis on loopback.
+
+* The schema is built once per run by the migrations, in a dedicated database.
+* Each test runs inside an outer transaction that is rolled back (the session commits
+  savepoints), unless it asks for ``committed``: then it really commits, so threads and
+  processes see its rows, and the tables are emptied afterwards.
+* Redis uses a dedicated database index, flushed around every test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from flask import Flask
+from flask_migrate import upgrade
+from redis import Redis
+from sqlalchemy import text
+
+from app import create_app
+from recovery.db import RecoverySession, db
+from recovery.effects import DISPATCHER_EXTENSION
+from tests.support import RecordingDispatcher
+
+PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+TEST_DB_NAME = os.environ.get("TEST_DB_NAME", "slot_recovery_test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def pg_url(dbname: str) -> str:
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    return f"{base}/{dbname}".replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def recreate_database(name: str) -> str:
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+            (name,),
+        )
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return pg_url(name)
+
+
+def app_config(database_url: str, **extra) -> dict:
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret-key",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": REDIS_URL,
+        "PUBLIC_BASE_URL": "http://localhost",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    return recreate_database(TEST_DB_NAME)
+
+
+def dispose(app: Flask) -> None:
+    """Stop an app's job thread and close its pooled connections (unclosed ones warn)."""
+    dispatcher = app.extensions.get(DISPATCHER_EXTENSION)
+    if hasattr(dispatcher, "stop"):
+        dispatcher.stop()
+    with app.app_context():
+        for engine in db.engines.values():
+            engine.dispose()
+    redis = app.extensions.get("recovery.redis")
+    if redis is not None:
+        redis.close()
+
+
+@pytest.fixture
+def make_app(database_url: str) -> Iterator:
+    """Build extra apps (other config) that are cleaned up after the test."""
+    made: list[Flask] = []
+
+    def make(**overrides) -> Flask:
+        url = overrides.pop("SQLALCHEMY_DATABASE_URI", database_url)
+        made.append(create_app(app_config(url, **overrides)))
+        return made[-1]
+
+    yield make
+    for extra in made:
+        dispose(extra)
+
+
+@pytest.fixture(scope="session")
+def app(database_url: str) -> Iterator[Flask]:
+    app = create_app(app_config(database_url))
+    with app.app_context():
+        upgrade()
+    yield app
+    dispose(app)
+
+
+@pytest.fixture
+def redis_conn() -> Iterator[Redis]:
+    conn = Redis.from_url(REDIS_URL)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture
+def recorder(app: Flask) -> Iterator[RecordingDispatcher]:
+    """Record the effects the domain requests instead of queueing them."""
+    original = app.extensions[DISPATCHER_EXTENSION]
+    recording = RecordingDispatcher()
+    app.extensions[DISPATCHER_EXTENSION] = recording
+    yield recording
+    app.extensions[DISPATCHER_EXTENSION] = original
+
+
+@pytest.fixture
+def session(app: Flask, redis_conn: Redis) -> Iterator:
+    """A session inside an outer transaction that is rolled back after the test."""
+    with app.app_context():
+        connection = db.engine.connect()
+        outer = connection.begin()
+        original = db.session
+        db.session = db._make_scoped_session(
+            {
+                "class_": RecoverySession,
+                "bind": connection,
+                "join_transaction_mode": "create_savepoint",
+            }
+        )
+        try:
+            yield db.session
+        finally:
+            db.session.remove()
+            db.session = original
+            outer.rollback()
+            connection.close()
+
+
+@pytest.fixture
+def committed(app: Flask, redis_conn: Redis) -> Iterator:
+    """A session that really commits; every table is emptied after the test."""
+    with app.app_context():
+        try:
+            yield db.session
+        finally:
+            db.session.remove()
+            tables = ", ".join(t.name for t in db.metadata.sorted_tables)
+            with db.engine.begin() as conn:
+                conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def client(app: Flask):
+    return app.test_client()

@@ -1,0 +1,140 @@
+"""Factories that add rows to a session and flush (ids assigned, nothing committed)."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import datetime, timedelta
+
+from sqlalchemy.orm import Session
+
+from recovery.db import utcnow
+from recovery.models import (
+    Appointment,
+    AppointmentStatus,
+    Customer,
+    DepositKind,
+    Payment,
+    PaymentStatus,
+    Resource,
+    Service,
+    Shop,
+    SlotOffer,
+    SlotOpening,
+    StaffUser,
+)
+
+_seq = itertools.count(1)
+
+
+def _add(session: Session, obj):
+    session.add(obj)
+    session.flush()
+    return obj
+
+
+def shop(session: Session, **kw) -> Shop:
+    n = next(_seq)
+    defaults = dict(
+        name=f"Shop {n}",
+        timezone="Europe/London",
+        currency="GBP",
+        locale="en_GB",
+        sms_from_number="+447700900000",
+        contact_phone="+442071234567",
+    )
+    return _add(session, Shop(**{**defaults, **kw}))
+
+
+def staff(session: Session, shop: Shop, password: str = "pw-123456", **kw) -> StaffUser:
+    user = StaffUser(
+        shop_id=shop.id,
+        email=kw.pop("email", f"staff{next(_seq)}@example.com"),
+        role=kw.pop("role", "owner"),
+        **kw,
+    )
+    user.set_password(password)
+    return _add(session, user)
+
+
+def resource(session: Session, shop: Shop, **kw) -> Resource:
+    name = kw.pop("name", f"Chair {next(_seq)}")
+    return _add(session, Resource(shop_id=shop.id, name=name, **kw))
+
+
+def service(session: Session, shop: Shop, **kw) -> Service:
+    defaults = dict(
+        name=f"Service {next(_seq)}",
+        duration_minutes=30,
+        price_minor=5000,
+        deposit_kind=DepositKind.FIXED,
+        deposit_value=2000,
+    )
+    return _add(session, Service(shop_id=shop.id, **{**defaults, **kw}))
+
+
+def customer(session: Session, shop: Shop, **kw) -> Customer:
+    n = next(_seq)
+    defaults = dict(name=f"Customer {n}", phone=f"+4479112{n:05d}", sms_opt_in=True)
+    return _add(session, Customer(shop_id=shop.id, **{**defaults, **kw}))
+
+
+def appointment(
+    session: Session,
+    resource: Resource,
+    customer: Customer,
+    service: Service,
+    starts_at: datetime | None = None,
+    paid: bool = False,
+    **kw,
+) -> Appointment:
+    starts_at = starts_at or utcnow() + timedelta(days=2)
+    appt = _add(
+        session,
+        Appointment(
+            shop_id=resource.shop_id,
+            resource_id=resource.id,
+            customer_id=customer.id,
+            service_id=service.id,
+            starts_at=starts_at,
+            ends_at=kw.pop("ends_at", starts_at + timedelta(minutes=service.duration_minutes)),
+            status=kw.pop("status", AppointmentStatus.BOOKED),
+            **kw,
+        ),
+    )
+    if paid:
+        payment(session, appt)
+    return appt
+
+
+def payment(session: Session, appt: Appointment, **kw) -> Payment:
+    defaults = dict(
+        provider="sandbox",
+        provider_ref=f"pay-{next(_seq)}",
+        amount_minor=2000,
+        currency="GBP",
+        status=PaymentStatus.SUCCEEDED,
+    )
+    return _add(session, Payment(appointment_id=appt.id, **{**defaults, **kw}))
+
+
+def opening(session: Session, source: Appointment, **kw) -> SlotOpening:
+    return _add(
+        session,
+        SlotOpening(
+            shop_id=source.shop_id,
+            resource_id=source.resource_id,
+            service_id=source.service_id,
+            source_appointment_id=source.id,
+            starts_at=source.starts_at,
+            ends_at=source.ends_at,
+            **kw,
+        ),
+    )
+
+
+def offer(session: Session, opening: SlotOpening, customer: Customer, **kw) -> SlotOffer:
+    defaults = dict(expires_at=utcnow() + timedelta(minutes=15))
+    return _add(
+        session,
+        SlotOffer(slot_opening_id=opening.id, customer_id=customer.id, **{**defaults, **kw}),
+    )
