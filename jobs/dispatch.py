@@ -76,7 +76,7 @@ class RQDispatcher:
                     effect.at,
                     spec.func,
                     *effect.args,
-                    job_id="at:" + effect.key,
+                    job_id="at-" + effect.key,
                     timeout=spec.timeout_seconds,
                     job_result_ttl=600,
                 )

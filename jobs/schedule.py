@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from rq_scheduler import Scheduler
 
-PREFIX = "periodic:"
+PREFIX = "periodic-"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Protocol
 
 from flask import current_app, has_app_context
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from recovery.db import RecoverySession
 
@@ -43,7 +43,7 @@ class Effect:
     @property
     def key(self) -> str:
         """Stable identity, so the same effect requested twice is carried out once."""
-        return ":".join([self.kind.value, *map(str, self.args)])
+        return "-".join([self.kind.value, *map(str, self.args)])
 
 
 class Dispatcher(Protocol):
@@ -52,6 +52,10 @@ class Dispatcher(Protocol):
 
 def request(session: Session, kind: Kind, *args: int, at: datetime | None = None) -> Effect:
     effect = Effect(kind, tuple(args), at)
+    if isinstance(session, scoped_session):
+        session = session()
+    if not session.in_transaction():
+        session.connection()  # begin, so a rollback (which only fires inside one) drops it
     pending: list[Effect] = session.info.setdefault(_PENDING, [])
     if effect not in pending:
         pending.append(effect)
@@ -89,6 +93,8 @@ def _dispatch_after_commit(session: Session) -> None:
         log.exception("dispatching %d effect(s) failed; the sweep will repair", len(effects))
 
 
-@event.listens_for(RecoverySession, "after_rollback")
-def _drop_after_rollback(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+@event.listens_for(RecoverySession, "after_soft_rollback")
+def _drop_after_rollback(session: Session, previous_transaction) -> None:
+    # A savepoint's rollback keeps them: jobs re-read state, so an extra one is harmless.
+    if not previous_transaction.nested:
+        session.info.pop(_PENDING, None)

@@ -1,0 +1,97 @@
+"""The Procfile's processes, started for real: rqscheduler + rq worker, and honcho."""
+
+from __future__ import annotations
+
+import signal
+import urllib.request
+from datetime import UTC, datetime, timedelta
+
+from rq import Worker
+from rq_scheduler import Scheduler
+
+from jobs.schedule import PREFIX, SCHEDULE
+from recovery.http.health import HEARTBEAT_KEY
+from tests.conftest import REDIS_URL
+from tests.processes import BIN, free_port, process_env, running, wait_until
+
+WORKER = [
+    str(BIN / "rq"),
+    "worker",
+    "--url",
+    REDIS_URL,
+    "--worker-class",
+    "rq.worker.SimpleWorker",
+    "default",
+]
+SCHEDULER = [str(BIN / "rqscheduler"), "--url", REDIS_URL, "--interval", "1"]
+
+
+def periodic_ids(redis_conn) -> list[str]:
+    jobs = Scheduler(connection=redis_conn).get_jobs()
+    return sorted(job.id for job in jobs if job.id.startswith(PREFIX))
+
+
+def test_rqscheduler_and_rq_worker_run_a_job_at_its_time(app, database_url, redis_conn):
+    """rq-scheduler 0.14 works with the pinned RQ: a job scheduled for T runs at T."""
+    env = process_env(database_url, REDIS_URL)
+    due = datetime.now(UTC) + timedelta(seconds=2)
+    Scheduler(connection=redis_conn).enqueue_at(due, "jobs.tasks.heartbeat")
+    with running(SCHEDULER, env) as scheduler, running(WORKER, env) as worker:
+        stamp = wait_until(lambda: redis_conn.get(HEARTBEAT_KEY), 30, "the scheduled job", worker)
+        ran_at = datetime.fromisoformat(stamp.decode())
+        assert due <= ran_at < due + timedelta(seconds=5), scheduler.output()
+
+
+def test_registering_the_schedule_again_never_duplicates(app, database_url, redis_conn):
+    env = process_env(database_url, REDIS_URL)
+    register = [str(BIN / "flask"), "--app", "app", "jobs", "register"]
+    wanted = sorted(p.job_id for p in SCHEDULE)
+    for _ in range(3):  # three scheduler starts, each registering first (as the Procfile does)
+        with running(register, env) as reg:
+            reg.popen.wait(60)
+            assert reg.popen.returncode == 0, reg.output()
+        with running(SCHEDULER, env) as scheduler:
+            # The scheduler moves each due periodic job to the queue and re-schedules it.
+            wait_until(
+                lambda: redis_conn.llen("rq:queue:default") >= len(wanted),
+                20,
+                "periodic jobs to be queued",
+                scheduler,
+            )
+        assert periodic_ids(redis_conn) == wanted
+
+
+def test_a_removed_periodic_job_is_cancelled(app, redis_conn):
+    from jobs.schedule import Periodic, register
+
+    scheduler = Scheduler(connection=redis_conn)
+    old = Periodic("old", "jobs.tasks.heartbeat", interval_seconds=60, timeout_seconds=5)
+    register(scheduler, (*SCHEDULE, old))
+    assert PREFIX + "old" in periodic_ids(redis_conn)
+    register(scheduler)
+    assert periodic_ids(redis_conn) == sorted(p.job_id for p in SCHEDULE)
+
+
+def test_honcho_runs_all_four_processes(app, database_url, redis_conn):
+    base = free_port()
+    web_port = base + 100  # honcho gives each Procfile entry PORT = base + 100 * index
+    env = process_env(database_url, REDIS_URL, WEB_CONCURRENCY="1")
+    cmd = [str(BIN / "honcho"), "start", "--no-colour", "-p", str(base)]
+    with running(cmd, env) as honcho:
+
+        def healthy():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/healthz", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_until(healthy, 60, "web /healthz", honcho)
+        wait_until(lambda: Worker.all(connection=redis_conn), 30, "an rq worker", honcho)
+        wait_until(lambda: periodic_ids(redis_conn), 30, "the scheduler's registration", honcho)
+        wait_until(lambda: "idling so honcho keeps" in honcho.output(), 30, "release", honcho)
+        wait_until(lambda: redis_conn.get(HEARTBEAT_KEY), 30, "a periodic job to run", honcho)
+        honcho.stop(signal.SIGINT)
+        output = honcho.output()
+    for name in ("release.1", "web.1", "worker.1", "scheduler.1"):
+        assert f"{name} started" in output, output
