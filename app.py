@@ -72,15 +72,19 @@ def _init_jobs(app: Flask) -> None:
 
 def _init_blueprints(app: Flask) -> None:
     from recovery.http.health import bp as health_bp
+    from recovery.http.twilio import bp as twilio_bp
 
     app.register_blueprint(health_bp)
+    app.register_blueprint(twilio_bp)
+    csrf.exempt(twilio_bp)  # authenticated by X-Twilio-Signature instead
 
 
 def _init_cli(app: Flask) -> None:
     from admin.cli import staff_cli
-    from jobs.cli import demo_cli, jobs_cli, release_cli
+    from jobs.cli import demo_cli, jobs_cli, recovery_cli, release_cli
 
     app.cli.add_command(demo_cli)
     app.cli.add_command(release_cli)
+    app.cli.add_command(recovery_cli)
     app.cli.add_command(jobs_cli)
     app.cli.add_command(staff_cli)

@@ -9,11 +9,14 @@ from flask import current_app
 from flask.cli import with_appcontext
 from flask_migrate import upgrade
 
+from jobs import tasks
 from jobs.connection import scheduler_for
 from jobs.schedule import register
+from recovery import loop
 from recovery.db import db
 from recovery.demo import seed_demo
 from recovery.effects import DISPATCHER_EXTENSION
+from recovery.timeline import opening_timeline
 
 jobs_cli = click.Group("jobs", help="Background jobs.")
 
@@ -63,3 +66,51 @@ def demo_cli(host: str, port: int, serve: bool) -> None:
         dispatcher.start()
     click.echo(f"Serving on http://{host}:{port}/admin/  (Ctrl+C to stop)")
     app.run(host=host, port=port, use_reloader=False, threaded=True)
+
+
+recovery_cli = click.Group("recovery", help="Operate the slot recovery loop.")
+
+
+@recovery_cli.command("sweep")
+@with_appcontext
+def sweep_command() -> None:
+    """Run the periodic sweep now (expire due offers, restart idle openings, ...)."""
+    click.echo(tasks.sweep())
+
+
+@recovery_cli.command("offer-next")
+@click.argument("opening_id", type=int)
+@with_appcontext
+def offer_next_command(opening_id: int) -> None:
+    """Offer an opening to its next eligible customer now."""
+    outcome = loop.offer_next(db.session, opening_id)
+    db.session.commit()
+    click.echo(f"opening {opening_id}: {outcome}")
+
+
+@recovery_cli.command("cancel")
+@click.argument("appointment_id", type=int)
+@click.option("--reason", default="cancelled from the command line")
+@with_appcontext
+def cancel_command(appointment_id: int, reason: str) -> None:
+    """Cancel a booking; a paid future one opens a slot for recovery."""
+    result = loop.cancel_appointment(db.session, appointment_id, reason=reason)
+    db.session.commit()
+    click.echo(f"appointment {appointment_id}: {result.note}")
+
+
+@recovery_cli.command("status")
+@click.argument("opening_id", type=int)
+@with_appcontext
+def status_command(opening_id: int) -> None:
+    """Print an opening's timeline: offers, messages and outcome."""
+    try:
+        opening, entries = opening_timeline(db.session, opening_id)
+    except LookupError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(
+        f"opening #{opening.id}: {opening.status}, resource {opening.resource.name}, "
+        f"{opening.starts_at:%Y-%m-%d %H:%M} UTC"
+    )
+    for entry in entries:
+        click.echo(f"  {entry.at:%Y-%m-%d %H:%M:%S}  {entry.kind:<8} {entry.text}")

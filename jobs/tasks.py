@@ -10,8 +10,12 @@ import logging
 from datetime import UTC, datetime
 
 from jobs.context import job_app
+from recovery import loop, messaging
+from recovery.db import db, utcnow
 from recovery.http.health import HEARTBEAT_KEY
 from recovery.redis_client import current_redis
+from recovery.sms import sender_for
+from recovery.sweep import sweep_batch
 
 log = logging.getLogger(__name__)
 
@@ -24,3 +28,53 @@ def heartbeat() -> str:
         if redis is not None:
             redis.set(HEARTBEAT_KEY, stamp, ex=600)
         return stamp
+
+
+def send_message(message_id: int) -> str:
+    """Deliver one queued SMS. A provider hiccup raises, so RQ retries with backoff."""
+    app = job_app()
+    with app.app_context():
+        outcome = messaging.deliver(db.session, message_id, sender_for(app), utcnow())
+        db.session.commit()
+        return outcome
+
+
+def offer_next(opening_id: int) -> str:
+    with job_app().app_context():
+        outcome = loop.offer_next(db.session, opening_id)
+        db.session.commit()
+        return outcome
+
+
+def expire_offer(offer_id: int) -> str:
+    with job_app().app_context():
+        outcome = loop.expire_offer(db.session, offer_id)
+        db.session.commit()
+        return outcome
+
+
+def release_hold(appointment_id: int) -> bool:
+    with job_app().app_context():
+        released = loop.release_hold(db.session, appointment_id)
+        db.session.commit()
+        return released
+
+
+SWEEP_BATCH = 200
+SWEEP_MAX_BATCHES = 50
+
+
+def sweep() -> dict:
+    """Catch up with everything due; one transaction per batch."""
+    with job_app().app_context():
+        totals: dict[str, int] = {}
+        for n in range(SWEEP_MAX_BATCHES):
+            report = sweep_batch(db.session, utcnow(), SWEEP_BATCH, requeue_messages=n == 0)
+            db.session.commit()
+            for key, value in vars(report).items():
+                totals[key] = totals.get(key, 0) + value
+            if report.transitions < SWEEP_BATCH:
+                break
+        if any(totals.values()):
+            log.info("sweep: %s", totals)
+        return totals

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from flask import current_app, has_app_context
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
 
@@ -37,7 +38,15 @@ db = SQLAlchemy(
 )
 
 
+CLOCK_EXTENSION = "recovery.clock"
+
+
 def utcnow() -> datetime:
+    """Now, in UTC. An app may carry its own clock (tests travel in time with it)."""
+    if has_app_context():
+        clock = current_app.extensions.get(CLOCK_EXTENSION)
+        if clock is not None:
+            return clock()
     return datetime.now(UTC)
 
 

@@ -244,6 +244,12 @@ class Appointment(db.Model):
         ).ddl_if(dialect="postgresql"),
         sa.Index("ix_appointments_customer_starts", "customer_id", "starts_at"),
         sa.Index("ix_appointments_shop_starts", "shop_id", "starts_at"),
+        sa.Index(
+            "ix_appointments_payment_due",
+            "payment_due_at",
+            postgresql_where=sa.text("status = 'pending_payment'"),
+            sqlite_where=sa.text("status = 'pending_payment'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -258,6 +264,8 @@ class Appointment(db.Model):
         sa.ForeignKey("slot_openings.id", use_alter=True), index=True
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    # A booking waiting for its deposit is released if not paid by then.
+    payment_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancellation_reason: Mapped[str | None] = mapped_column(sa.String(200))
     # Why cancelling this booking did or did not open a slot for recovery.

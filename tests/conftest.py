@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -20,9 +21,9 @@ from redis import Redis
 from sqlalchemy import text
 
 from app import create_app
-from recovery.db import RecoverySession, db
+from recovery.db import CLOCK_EXTENSION, RecoverySession, db
 from recovery.effects import DISPATCHER_EXTENSION
-from tests.support import RecordingDispatcher
+from tests.support import Clock, Driver, RecordingDispatcher, installed
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_DB_NAME = os.environ.get("TEST_DB_NAME", "slot_recovery_test")
@@ -52,6 +53,8 @@ def app_config(database_url: str, **extra) -> dict:
         "SQLALCHEMY_DATABASE_URI": database_url,
         "REDIS_URL": REDIS_URL,
         "PUBLIC_BASE_URL": "http://localhost",
+        # Signs the inbound webhook in tests; with no account SID, SMS use the sandbox.
+        "TWILIO_AUTH_TOKEN": "test-twilio-token",
         **extra,
     }
 
@@ -75,7 +78,7 @@ def dispose(app: Flask) -> None:
 
 
 @pytest.fixture
-def make_app(database_url: str) -> Iterator:
+def make_app(app: Flask, database_url: str) -> Iterator:
     """Build extra apps (other config) that are cleaned up after the test."""
     made: list[Flask] = []
 
@@ -110,11 +113,21 @@ def redis_conn() -> Iterator[Redis]:
 @pytest.fixture
 def recorder(app: Flask) -> Iterator[RecordingDispatcher]:
     """Record the effects the domain requests instead of queueing them."""
-    original = app.extensions[DISPATCHER_EXTENSION]
-    recording = RecordingDispatcher()
-    app.extensions[DISPATCHER_EXTENSION] = recording
-    yield recording
-    app.extensions[DISPATCHER_EXTENSION] = original
+    with installed(app, DISPATCHER_EXTENSION, RecordingDispatcher()) as recording:
+        yield recording
+
+
+@pytest.fixture
+def clock(app: Flask) -> Iterator[Clock]:
+    """Time for the app under test, moved by hand. Starts on a fixed winter morning."""
+    start = datetime(2026, 1, 12, 9, 0, tzinfo=UTC)  # a Monday; London is on GMT
+    with installed(app, CLOCK_EXTENSION, Clock(start)) as test_clock:
+        yield test_clock
+
+
+@pytest.fixture
+def driver(app: Flask, recorder: RecordingDispatcher, clock: Clock) -> Driver:
+    return Driver(app, recorder, clock)
 
 
 @pytest.fixture
@@ -140,6 +153,13 @@ def session(app: Flask, redis_conn: Redis) -> Iterator:
             connection.close()
 
 
+def truncate_all(app: Flask) -> None:
+    with app.app_context():
+        tables = ", ".join(t.name for t in db.metadata.sorted_tables)
+        with db.engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
 @pytest.fixture
 def committed(app: Flask, redis_conn: Redis) -> Iterator:
     """A session that really commits; every table is emptied after the test."""
@@ -148,9 +168,7 @@ def committed(app: Flask, redis_conn: Redis) -> Iterator:
             yield db.session
         finally:
             db.session.remove()
-            tables = ", ".join(t.name for t in db.metadata.sorted_tables)
-            with db.engine.begin() as conn:
-                conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            truncate_all(app)
 
 
 @pytest.fixture

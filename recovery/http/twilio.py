@@ -1,0 +1,84 @@
+"""``POST /webhooks/twilio/sms``: inbound SMS, verified, recorded once, answered in TwiML."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, abort, current_app, request
+from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
+
+from recovery.db import db, utcnow
+from recovery.inbound import InboundSms, handle_inbound
+from recovery.models import Message
+
+log = logging.getLogger(__name__)
+bp = Blueprint("twilio_webhooks", __name__, url_prefix="/webhooks/twilio")
+
+
+def public_url() -> str:
+    """The URL Twilio signed: PUBLIC_BASE_URL if set, else what forwarded headers say.
+
+    Behind a proxy (Heroku's router, a load balancer) the app sees http and an internal
+    host; Twilio signed the https public address.
+    """
+    path = request.full_path if request.query_string else request.path
+    base = current_app.config.get("PUBLIC_BASE_URL")
+    if base:
+        return base + path
+    proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+    return f"{proto}://{host}{path}"
+
+
+def verify_signature() -> None:
+    token = current_app.config.get("TWILIO_AUTH_TOKEN")
+    signature = request.headers.get("X-Twilio-Signature", "")
+    if not token or not signature:
+        log.warning("twilio webhook refused: %s", "no auth token" if not token else "no signature")
+        abort(403)
+    # RequestValidator compares in constant time and tries the URL with and without port.
+    if not RequestValidator(token).validate(public_url(), request.form.to_dict(), signature):
+        log.warning("twilio webhook refused: bad signature for %s", urlsplit(public_url()).path)
+        abort(403)
+
+
+def twiml(text: str | None) -> Response:
+    response = MessagingResponse()
+    if text:
+        response.message(text)
+    return Response(str(response), mimetype="application/xml")
+
+
+@bp.post("/sms")
+def inbound_sms() -> Response:
+    verify_signature()
+    form = request.form
+    sid = form.get("MessageSid") or form.get("SmsSid") or ""
+    sender = form.get("From", "")
+    if not sid or not sender:
+        return Response("MessageSid and From are required", status=400)
+    sms = InboundSms(
+        sid=sid, from_number=sender, to_number=form.get("To", ""), body=form.get("Body", "")
+    )
+    reply = handle_inbound(db.session, sms, utcnow())
+    db.session.commit()
+    return twiml(reply.text)
+
+
+@bp.post("/status")
+def delivery_status() -> Response:
+    """Delivery receipts (StatusCallback): keep the message's status current."""
+    verify_signature()
+    sid = request.form.get("MessageSid", "")
+    status = request.form.get("MessageStatus", "")
+    if status in ("delivered", "failed", "undelivered", "sent"):
+        message = db.session.query(Message).filter_by(provider_sid=sid).one_or_none()
+        if message is not None and message.status not in ("delivered", "failed"):
+            message.status = "failed" if status == "undelivered" else status
+            message.error = (request.form.get("ErrorCode") or None) and (
+                f"provider error {request.form['ErrorCode']}"
+            )
+            db.session.commit()
+    return Response(status=204)

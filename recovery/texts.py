@@ -1,0 +1,128 @@
+"""What customers read: every SMS text in one place, in the shop's time zone and currency.
+
+Texts are English; the shop's locale formats times and money. Each fits one GSM-7 segment
+(checked by the tests), because a second segment doubles the cost of every offer.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from babel.dates import format_date, format_time
+
+from recovery.gsm import to_gsm7
+from recovery.models import DepositKind, Service, Shop
+from recovery.money import deposit_minor, format_money
+
+
+def when_words(starts_at: datetime, now: datetime, shop: Shop) -> str:
+    """``today at 10:30``, ``tomorrow at 10:30``, ``on Friday at 10:30``, ``on 4 Dec at 10:30``.
+
+    Days are counted on the shop's calendar, so "tomorrow" stays right across midnight
+    and daylight-saving changes.
+    """
+    zone = ZoneInfo(shop.timezone)
+    local = starts_at.astimezone(zone)
+    days = (local.date() - now.astimezone(zone).date()).days
+    clock = format_time(local, format="short", locale=shop.locale)
+    if days == 0:
+        day = "today"
+    elif days == 1:
+        day = "tomorrow"
+    elif 1 < days < 7:
+        day = "on " + format_date(local, format="EEEE", locale="en")
+    else:
+        day = "on " + format_date(local, format="EEE d MMM", locale="en")
+    return to_gsm7(f"{day} at {clock}")
+
+
+def payment_words(service: Service, shop: Shop) -> str:
+    amount = deposit_minor(service)
+    money = format_money(amount, shop.currency, shop.locale)
+    if amount == 0:
+        return "No deposit needed."
+    if DepositKind(service.deposit_kind) is DepositKind.FULL:
+        return f"Full payment of {money} applies."
+    return f"{money} deposit applies."
+
+
+def _with_shop(shop: Shop, text: str, limit: int = 160) -> str:
+    """Prefix the shop's name so customers know who texts them, trimmed to fit one SMS."""
+    text = to_gsm7(text)
+    room = limit - len(text) - 2
+    name = to_gsm7(shop.name)
+    if room < 4:
+        return text
+    if len(name) > room:
+        name = name[: room - 1].rstrip() + "."
+    return f"{name}: {text}"
+
+
+def offer(shop: Shop, service: Service, starts_at: datetime, now: datetime) -> str:
+    when = when_words(starts_at, now, shop)
+    return _with_shop(
+        shop, f"A slot opened {when}. Reply YES to book. {payment_words(service, shop)}"
+    )
+
+
+def accepted_pay(shop: Shop, amount_minor: int, minutes: int, link: str) -> str:
+    money = format_money(amount_minor, shop.currency, shop.locale)
+    return _with_shop(shop, f"It's yours! Pay the {money} within {minutes} min to confirm: {link}")
+
+
+def accepted_booked(shop: Shop, starts_at: datetime, now: datetime) -> str:
+    return _with_shop(shop, f"You're booked {when_words(starts_at, now, shop)}. See you then!")
+
+
+def paid_booked(shop: Shop, starts_at: datetime, now: datetime) -> str:
+    return _with_shop(shop, f"Payment received. You're booked {when_words(starts_at, now, shop)}.")
+
+
+def declined() -> str:
+    return "OK, no problem. We'll offer it to someone else."
+
+
+def taken() -> str:
+    return "Sorry, this slot has just been taken."
+
+
+def expired() -> str:
+    return "Sorry, that offer has expired, so the slot went to the next person."
+
+
+def no_offer() -> str:
+    return "You have no open offer right now. We'll text you when a slot opens."
+
+
+def already_yours() -> str:
+    return "This slot is already yours."
+
+
+def hold_released(shop: Shop) -> str:
+    return _with_shop(shop, "We didn't receive your payment in time, so the slot was released.")
+
+
+def opted_out(shop: Shop) -> str:
+    return _with_shop(
+        shop, "You're unsubscribed and will get no more messages. Reply START to rejoin."
+    )
+
+
+def opted_in(shop: Shop) -> str:
+    return _with_shop(shop, "You're subscribed again. Reply STOP to unsubscribe.")
+
+
+def help_text(shop: Shop) -> str:
+    contact = f" Call {shop.contact_phone}." if shop.contact_phone else ""
+    return _with_shop(
+        shop, f"Reply YES to take an offered slot, NO to pass.{contact} Reply STOP to opt out."
+    )
+
+
+def short_help() -> str:
+    return "Reply YES to book the offered slot, NO to pass, HELP for help, STOP to opt out."
+
+
+def unknown_number() -> str:
+    return "Sorry, we don't recognise this number. Please contact the shop directly."

@@ -1,0 +1,263 @@
+"""POST /webhooks/twilio/sms: signatures, keywords, duplicates, opt-out."""
+
+import pytest
+from sqlalchemy import func, select
+from twilio.request_validator import RequestValidator
+
+from recovery import loop
+from recovery.messaging import deliver
+from recovery.models import Customer, Message, OfferStatus, OpeningStatus, SlotOffer
+from recovery.sms import SandboxSender
+from tests import factories as f
+from tests.scenario import scene
+from tests.twilio_signing import AUTH_TOKEN, SHOP_NUMBER, new_sid, reply_text, signed_post
+
+
+@pytest.fixture
+def offered(session, clock, recorder):
+    """An opening offered to the first of three customers."""
+    s = scene(session, clock.now)
+    opening = loop.cancel_appointment(session, s.booking.id, now=clock.now).opening
+    loop.offer_next(session, opening.id, now=clock.now)
+    session.commit()
+    return s, opening, loop.live_offer(session, opening.id)
+
+
+def messages(session) -> int:
+    return session.scalar(select(func.count()).select_from(Message))
+
+
+def test_missing_signature_is_refused_and_changes_nothing(client, session, offered):
+    s, _, offer = offered
+    before = messages(session)
+    response = client.post(
+        "/webhooks/twilio/sms",
+        data={
+            "MessageSid": new_sid(),
+            "From": s.customers[0].phone,
+            "To": SHOP_NUMBER,
+            "Body": "YES",
+        },
+    )
+    assert response.status_code == 403
+    assert messages(session) == before and offer.status == OfferStatus.SENT
+
+
+def test_wrong_signature_is_refused_and_changes_nothing(client, session, offered):
+    s, _, offer = offered
+    params = {
+        "MessageSid": new_sid(),
+        "From": s.customers[0].phone,
+        "To": SHOP_NUMBER,
+        "Body": "YES",
+    }
+    forged = RequestValidator("not-the-token").compute_signature(
+        "http://localhost/webhooks/twilio/sms", params
+    )
+    response = client.post(
+        "/webhooks/twilio/sms", data=params, headers={"X-Twilio-Signature": forged}
+    )
+    assert response.status_code == 403
+    session.expire_all()
+    assert offer.status == OfferStatus.SENT
+
+
+def test_tampered_body_is_refused(client, session, offered):
+    s, _, _offer = offered
+    params = {
+        "MessageSid": new_sid(),
+        "From": s.customers[0].phone,
+        "To": SHOP_NUMBER,
+        "Body": "NO",
+    }
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(
+        "http://localhost/webhooks/twilio/sms", params
+    )
+    response = client.post(
+        "/webhooks/twilio/sms",
+        data={**params, "Body": "YES"},
+        headers={"X-Twilio-Signature": signature},
+    )
+    assert response.status_code == 403
+
+
+def test_behind_a_proxy_the_public_url_is_what_twilio_signed(make_app, session, offered):
+    s, _, _ = offered
+    app = make_app(PUBLIC_BASE_URL="https://slots.example.com", TWILIO_AUTH_TOKEN=AUTH_TOKEN)
+    client = app.test_client()
+    ok = signed_post(
+        client, "HELP", s.customers[0].phone, url="https://slots.example.com/webhooks/twilio/sms"
+    )
+    assert ok.status_code == 200
+    internal = signed_post(client, "HELP", s.customers[0].phone)  # signed for http://localhost
+    assert internal.status_code == 403
+
+
+def test_forwarded_headers_give_the_public_url_without_config(make_app, session, offered):
+    s, _, _ = offered
+    app = make_app(PUBLIC_BASE_URL=None, TWILIO_AUTH_TOKEN=AUTH_TOKEN)
+    response = signed_post(
+        app.test_client(),
+        "HELP",
+        s.customers[0].phone,
+        url="https://shop.example.org/webhooks/twilio/sms",
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "shop.example.org"},
+    )
+    assert response.status_code == 200
+
+
+def test_yes_wins_and_the_answer_says_what_next(client, session, offered):
+    s, opening, offer = offered
+    response = signed_post(client, "Yes please!", s.customers[0].phone)
+    assert response.status_code == 200
+    assert response.mimetype == "application/xml"
+    assert "Pay the £20 within 15 min to confirm: http://localhost/pay/pay_" in (
+        reply_text(response)
+    )
+    session.expire_all()
+    assert offer.status == OfferStatus.ACCEPTED and opening.status == OpeningStatus.FILLED
+
+
+@pytest.mark.parametrize(
+    "body", ["yes", "Y", " YES ", "yeah.", "Yep!", "ok", "Sure", "yes  please"]
+)
+def test_yes_synonyms(client, session, offered, body):
+    s, _, _offer = offered
+    assert "Pay the" in reply_text(signed_post(client, body, s.customers[0].phone))
+
+
+def test_no_declines_and_offers_the_next_at_once(client, session, offered, recorder):
+    s, opening, offer = offered
+    answer = reply_text(signed_post(client, "no", s.customers[0].phone))
+    assert answer == "OK, no problem. We'll offer it to someone else."
+    session.expire_all()
+    assert offer.status == OfferStatus.DECLINED
+    assert loop.live_offer(session, opening.id).customer_id == s.customers[1].id
+
+
+def test_duplicate_message_sid_has_no_second_effect(client, session, offered):
+    s, opening, _offer = offered
+    sid = new_sid()
+    first = signed_post(client, "NO", s.customers[0].phone, sid=sid)
+    second = signed_post(client, "NO", s.customers[0].phone, sid=sid)
+    assert first.status_code == second.status_code == 200
+    assert reply_text(second) == ""  # answered, ignored
+    session.expire_all()
+    second_offer = loop.live_offer(session, opening.id)
+    assert second_offer.customer_id == s.customers[1].id  # not skipped past
+    inbound = session.scalar(
+        select(func.count()).select_from(Message).where(Message.provider_sid == sid)
+    )
+    assert inbound == 1
+
+
+def test_stop_stops_everything_for_that_number(client, session, offered, clock):
+    s, opening, offer = offered
+    first = s.customers[0]
+    queued = session.scalar(select(Message).where(Message.slot_offer_id == offer.id))
+    answer = reply_text(signed_post(client, "Stop", first.phone))
+    assert "unsubscribed" in answer and "START" in answer
+    session.expire_all()
+    assert first.opted_out_at is not None
+    assert offer.status == OfferStatus.DECLINED
+    assert queued.status == "suppressed"  # the offer text that had not gone out yet
+    # Not offered again, even for another opening, and nothing sent even if queued.
+    other = f.resource(session, s.shop)
+    booking = f.appointment(
+        session, other, s.owner, s.service, starts_at=opening.starts_at, paid=True
+    )
+    second = loop.cancel_appointment(session, booking.id, now=clock.now).opening
+    loop.offer_next(session, second.id, now=clock.now)
+    offered_second = session.scalars(
+        select(SlotOffer.customer_id).where(SlotOffer.slot_opening_id == second.id)
+    ).all()
+    assert offered_second and first.id not in offered_second
+    late = Message(
+        shop_id=s.shop.id,
+        customer_id=first.id,
+        direction="outbound",
+        from_number=SHOP_NUMBER,
+        to_number=first.phone,
+        body="hi",
+        purpose="offer",
+    )
+    session.add(late)
+    session.flush()
+    assert deliver(session, late.id, SandboxSender(), clock.now) == "suppressed"
+
+
+@pytest.mark.parametrize(
+    "word", ["STOPALL", "unsubscribe", "Cancel", "end", "QUIT", "revoke", "optout", "stop."]
+)
+def test_stop_synonyms(client, session, offered, word):
+    s, _, _ = offered
+    assert "unsubscribed" in reply_text(signed_post(client, word, s.customers[0].phone))
+    session.expire_all()
+    assert s.customers[0].opted_out_at is not None
+
+
+def test_start_opts_back_in(client, session, offered):
+    s, _, _ = offered
+    signed_post(client, "STOP", s.customers[1].phone)
+    answer = reply_text(signed_post(client, "unstop", s.customers[1].phone))
+    assert "subscribed again" in answer
+    session.expire_all()
+    customer = session.get(Customer, s.customers[1].id)
+    assert customer.opted_out_at is None and customer.sms_opt_in
+
+
+def test_help_names_the_shop_and_how_to_stop(client, session, offered):
+    s, _, _ = offered
+    answer = reply_text(signed_post(client, "info", s.customers[2].phone))
+    assert answer.startswith(s.shop.name) and "+442071234567" in answer and "STOP" in answer
+
+
+def test_yes_without_any_offer(client, session, offered):
+    s, _, _ = offered
+    assert reply_text(signed_post(client, "YES", s.customers[2].phone)) == (
+        "You have no open offer right now. We'll text you when a slot opens."
+    )
+
+
+def test_yes_to_an_expired_offer_says_so(client, session, offered, clock):
+    s, _, _ = offered
+    clock.advance(minutes=16)
+    assert "expired" in reply_text(signed_post(client, "YES", s.customers[0].phone))
+
+
+def test_yes_to_a_taken_slot_says_so(client, session, offered):
+    s, _, _ = offered
+    signed_post(client, "NO", s.customers[0].phone)  # offered on to customer 1
+    signed_post(client, "YES", s.customers[1].phone)  # who takes it
+    assert reply_text(signed_post(client, "YES", s.customers[0].phone)) == (
+        "Sorry, this slot has just been taken."
+    )
+
+
+def test_anything_else_gets_short_help(client, session, offered):
+    s, _, offer = offered
+    answer = reply_text(signed_post(client, "what time is it?", s.customers[0].phone))
+    assert answer.startswith("Reply YES to book")
+    session.expire_all()
+    assert offer.status == OfferStatus.SENT
+
+
+def test_unknown_number_gets_a_polite_answer_and_no_change(client, session, offered):
+    _s, _, offer = offered
+    before = session.scalar(select(func.count()).select_from(Customer))
+    answer = reply_text(signed_post(client, "YES", "+447911999999"))
+    assert answer.startswith("Sorry, we don't recognise this number")
+    session.expire_all()
+    assert session.scalar(select(func.count()).select_from(Customer)) == before
+    assert offer.status == OfferStatus.SENT
+
+
+def test_missing_fields_are_a_clear_400(client, session, offered):
+    params = {"Body": "YES"}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(
+        "http://localhost/webhooks/twilio/sms", params
+    )
+    response = client.post(
+        "/webhooks/twilio/sms", data=params, headers={"X-Twilio-Signature": signature}
+    )
+    assert response.status_code == 400

@@ -1,0 +1,43 @@
+"""Sign inbound webhook posts the way Twilio does."""
+
+from __future__ import annotations
+
+import itertools
+
+from twilio.request_validator import RequestValidator
+
+AUTH_TOKEN = "test-twilio-token"
+SHOP_NUMBER = "+447700900000"  # factories.shop() gives shops this sender number
+_sids = itertools.count(1)
+
+
+def new_sid() -> str:
+    return f"SM{next(_sids):032x}"
+
+
+def signed_post(
+    client,
+    body: str,
+    from_: str,
+    to: str = SHOP_NUMBER,
+    sid: str | None = None,
+    url: str = "http://localhost/webhooks/twilio/sms",
+    headers=None,
+    **extra,
+):
+    params = {"MessageSid": sid or new_sid(), "From": from_, "To": to, "Body": body, **extra}
+    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+    return client.post(
+        "/webhooks/twilio/sms",
+        data=params,
+        headers={"X-Twilio-Signature": signature, **(headers or {})},
+    )
+
+
+def reply_text(response) -> str:
+    """The <Message> text of a TwiML answer ('' for an empty <Response/>)."""
+    from xml.etree import ElementTree
+
+    root = ElementTree.fromstring(response.data)
+    message = root.find("Message")
+    return message.text if message is not None else ""
