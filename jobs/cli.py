@@ -94,7 +94,10 @@ def offer_next_command(opening_id: int) -> None:
 @with_appcontext
 def cancel_command(appointment_id: int, reason: str) -> None:
     """Cancel a booking; a paid future one opens a slot for recovery."""
-    result = loop.cancel_appointment(db.session, appointment_id, reason=reason)
+    try:
+        result = loop.cancel_appointment(db.session, appointment_id, reason=reason)
+    except (loop.NotFound, loop.InvalidTransition) as exc:
+        raise click.UsageError(str(exc)) from None
     db.session.commit()
     click.echo(f"appointment {appointment_id}: {result.note}")
 

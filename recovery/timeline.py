@@ -6,9 +6,9 @@ Shared by ``flask recovery status`` and the admin panel's opening page.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from recovery.models import Appointment, Message, SlotOffer, SlotOpening
@@ -19,6 +19,22 @@ class Entry:
     at: datetime
     kind: str  # opening | offer | message | booking | outcome
     text: str
+
+
+def _about(offer: SlotOffer, opening: SlotOpening):
+    """Messages of this offer: its own text, and the customer's texts while it was open
+    (replies carry no offer id). An accepted offer's window runs through the payment hold."""
+    end = offer.responded_at or offer.expires_at
+    if offer.status == "accepted":
+        end += timedelta(minutes=opening.shop.payment_hold_minutes)
+    return or_(
+        Message.slot_offer_id == offer.id,
+        and_(
+            Message.customer_id == offer.customer_id,
+            Message.slot_offer_id.is_(None),
+            Message.created_at.between(offer.sent_at, end + timedelta(minutes=1)),
+        ),
+    )
 
 
 def opening_timeline(session: Session, opening_id: int) -> tuple[SlotOpening, list[Entry]]:
@@ -47,18 +63,10 @@ def opening_timeline(session: Session, opening_id: int) -> tuple[SlotOpening, li
         )
         if offer.responded_at:
             entries.append(Entry(offer.responded_at, "offer", f"offer #{offer.id} {offer.status}"))
-    customer_ids = [o.customer_id for o in offers]
-    if customer_ids:
-        first = offers[0].sent_at
+    if offers:
         messages = session.scalars(
             select(Message)
-            .where(
-                or_(
-                    Message.slot_offer_id.in_([o.id for o in offers]),
-                    Message.customer_id.in_(customer_ids),
-                ),
-                Message.created_at >= first,
-            )
+            .where(or_(*(_about(offer, opening) for offer in offers)))
             .order_by(Message.created_at, Message.id)
         ).all()
         for m in messages:

@@ -23,6 +23,7 @@ from sqlalchemy import text
 from app import create_app
 from recovery.db import CLOCK_EXTENSION, RecoverySession, db
 from recovery.effects import DISPATCHER_EXTENSION
+from tests.fake_twilio import FakeTwilio
 from tests.support import Clock, Driver, RecordingDispatcher, installed
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -169,6 +170,23 @@ def committed(app: Flask, redis_conn: Redis) -> Iterator:
         finally:
             db.session.remove()
             truncate_all(app)
+
+
+@pytest.fixture
+def fake_twilio() -> Iterator[FakeTwilio]:
+    with FakeTwilio() as fake:
+        yield fake
+
+
+@pytest.fixture
+def twilio_app(make_app, fake_twilio: FakeTwilio) -> Flask:
+    """The app with real Twilio settings, its SDK pointed at the fake on loopback."""
+    return make_app(
+        TWILIO_ACCOUNT_SID=fake_twilio.account_sid,
+        TWILIO_AUTH_TOKEN=fake_twilio.auth_token,
+        TWILIO_FROM_NUMBER="+447700900000",
+        TWILIO_API_BASE_URL=fake_twilio.base_url,
+    )
 
 
 @pytest.fixture

@@ -274,3 +274,26 @@ def test_several_openings_never_give_a_customer_two_live_offers(session, clock):
     assert len(live) == 3
     assert len({o.customer_id for o in live}) == 3
     assert sorted(o.customer_id for o in live) == [c.id for c in s.customers[:3]]
+
+
+def test_timeline_keeps_to_its_own_opening(session, s, clock):
+    from recovery.timeline import opening_timeline
+
+    first = cancel(session, s, clock).opening
+    loop.offer_next(session, first.id, now=clock.now)
+    loop.decline_offer(session, loop.live_offer(session, first.id).id, now=clock.now)
+    clock.advance(minutes=5)
+    other = f.appointment(
+        session,
+        f.resource(session, s.shop),
+        s.owner,
+        s.service,
+        starts_at=clock.now + timedelta(days=2),
+        paid=True,
+    )
+    second = loop.cancel_appointment(session, other.id, now=clock.now).opening
+    loop.offer_next(session, second.id, now=clock.now)  # customer 0 again, another slot
+    _, entries = opening_timeline(session, first.id)
+    texts = [e.text for e in entries if e.kind == "message"]
+    assert len(texts) == 2  # the two offer texts of the first opening
+    assert all("tomorrow at 09:00" in t for t in texts)

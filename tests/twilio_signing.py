@@ -23,10 +23,11 @@ def signed_post(
     sid: str | None = None,
     url: str = "http://localhost/webhooks/twilio/sms",
     headers=None,
+    auth_token: str = AUTH_TOKEN,
     **extra,
 ):
     params = {"MessageSid": sid or new_sid(), "From": from_, "To": to, "Body": body, **extra}
-    signature = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+    signature = RequestValidator(auth_token).compute_signature(url, params)
     return client.post(
         "/webhooks/twilio/sms",
         data=params,
