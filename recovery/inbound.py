@@ -14,14 +14,14 @@ import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, literal, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from recovery import texts
 from recovery.locks import slot_lock
 from recovery.loop import AcceptOutcome, accept_offer, decline_offer
-from recovery.messaging import Purpose, record_reply, sender_number
+from recovery.messaging import Purpose, default_sender, record_reply
 from recovery.models import (
     Customer,
     Direction,
@@ -152,14 +152,17 @@ def _customers_for(session: Session, sms: InboundSms) -> list[Customer]:
         phone = normalize_phone(sms.from_number)
     except InvalidPhone:
         return []
-    shops = session.scalars(select(Shop).order_by(Shop.id)).all()
-    reached = [shop.id for shop in shops if sender_number(shop) == sms.to_number]
-    if not reached:
-        return []
+    # Shops with their own number, or (no number of their own) the deployment's default.
+    reached = select(Shop.id).where(
+        or_(
+            Shop.sms_from_number == sms.to_number,
+            and_(Shop.sms_from_number.is_(None), literal(default_sender()) == sms.to_number),
+        )
+    )
     return list(
         session.scalars(
             select(Customer)
-            .where(Customer.phone == phone, Customer.shop_id.in_(reached))
+            .where(Customer.phone == phone, Customer.shop_id.in_(reached.scalar_subquery()))
             .order_by(Customer.id)
         )
     )

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from recovery import effects, texts
+from recovery.booking import SlotTaken, ensure_free
 from recovery.db import utcnow
 from recovery.effects import Kind
 from recovery.eligibility import next_eligible_customer
@@ -348,6 +349,8 @@ def accept_offer(session: Session, offer_id: int, now: datetime | None = None) -
             expire_offer(session, offer.id, now)
         return Acceptance(AcceptOutcome.EXPIRED)
     if offer.status != OfferStatus.SENT or opening.status != OpeningStatus.OPEN:
+        if opening.status == OpeningStatus.OPEN:  # they said NO, or their hold was released
+            return Acceptance(AcceptOutcome.NO_OFFER)
         return Acceptance(AcceptOutcome.TAKEN)
 
     # The guard that holds without Redis and without the row lock: only one transaction
@@ -399,7 +402,12 @@ def accept_offer(session: Session, offer_id: int, now: datetime | None = None) -
 
 
 def _book(session: Session, opening: SlotOpening, offer: SlotOffer, now: datetime):
-    """The winner's booking; None if the exclusion constraint says the time is taken."""
+    """The winner's booking; None if the time is taken (checked in code for SQLite, and
+    by the exclusion constraint on PostgreSQL, which also settles races)."""
+    try:
+        ensure_free(session, opening.resource_id, opening.starts_at, opening.ends_at)
+    except SlotTaken:
+        return None
     try:
         with session.begin_nested():
             appointment = Appointment(

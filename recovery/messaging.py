@@ -38,8 +38,13 @@ class Purpose(enum.StrEnum):
     INBOUND = "inbound"
 
 
+def default_sender() -> str:
+    """The deployment's number, for shops without one of their own."""
+    return default_from_number(current_app)
+
+
 def sender_number(shop: Shop) -> str:
-    return shop.sms_from_number or default_from_number(current_app)
+    return shop.sms_from_number or default_sender()
 
 
 def _outbound(shop: Shop, to: str, body: str, purpose: Purpose, **kw) -> Message:

@@ -2,6 +2,7 @@
 
 from datetime import timedelta
 
+import pytest
 from flask_migrate import upgrade
 
 from recovery import effects
@@ -40,4 +41,31 @@ def test_an_offer_expires_on_time_and_the_next_customer_is_texted(make_app, tmp_
         assert text.sent_at >= due  # not before its time
         assert text.sent_at - due < timedelta(seconds=3)  # and not long after
         assert text.provider_sid.startswith("SB")  # the sandbox outbox
+        db.session.remove()
+
+
+def test_sqlite_refuses_a_double_booking_in_code(make_app, tmp_path):
+    from recovery import loop
+    from recovery.booking import SlotTaken, ensure_free
+
+    app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'demo.sqlite3'}", REDIS_URL=None)
+    with app.app_context():
+        upgrade()
+        now = utcnow()
+        s = scene(db.session, now, n_customers=2)
+        opening = loop.cancel_appointment(db.session, s.booking.id, now=now).opening
+        loop.offer_next(db.session, opening.id, now=now)
+        # Staff book the freed time by hand before the customer answers.
+        f.appointment(
+            db.session,
+            s.chair,
+            s.customers[1],
+            s.service,
+            starts_at=opening.starts_at + timedelta(minutes=10),
+        )
+        with pytest.raises(SlotTaken):
+            ensure_free(db.session, s.chair.id, opening.starts_at, opening.ends_at)
+        result = loop.accept_offer(db.session, loop.live_offer(db.session, opening.id).id, now=now)
+        assert result.outcome is loop.AcceptOutcome.TAKEN
+        db.session.rollback()
         db.session.remove()

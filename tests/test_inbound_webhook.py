@@ -261,3 +261,23 @@ def test_missing_fields_are_a_clear_400(client, session, offered):
         "/webhooks/twilio/sms", data=params, headers={"X-Twilio-Signature": signature}
     )
     assert response.status_code == 400
+
+
+def test_a_shop_without_its_own_number_is_reached_at_the_default(client, session, offered):
+    from recovery.sms import SANDBOX_FROM_NUMBER
+
+    s, _, _ = offered
+    s.shop.sms_from_number = None
+    session.commit()
+    answer = reply_text(signed_post(client, "help", s.customers[0].phone, to=SANDBOX_FROM_NUMBER))
+    assert answer.startswith(s.shop.name)
+    wrong = reply_text(signed_post(client, "help", s.customers[0].phone, to="+447700900999"))
+    assert wrong.startswith("Sorry, we don't recognise this number")
+
+
+def test_yes_after_saying_no_is_told_there_is_no_offer(client, session, offered):
+    s, _, _ = offered
+    signed_post(client, "no", s.customers[0].phone)
+    assert reply_text(signed_post(client, "yes", s.customers[0].phone)).startswith(
+        "You have no open offer right now"
+    )
