@@ -8,6 +8,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 from flask_migrate import upgrade
+from werkzeug.serving import run_simple
 
 from jobs import tasks
 from jobs.connection import scheduler_for
@@ -65,7 +66,8 @@ def demo_cli(host: str, port: int, serve: bool) -> None:
     if hasattr(dispatcher, "start"):
         dispatcher.start()
     click.echo(f"Serving on http://{host}:{port}/admin/  (Ctrl+C to stop)")
-    app.run(host=host, port=port, use_reloader=False, threaded=True)
+    # Flask refuses app.run() inside its own CLI; serve with Werkzeug directly.
+    run_simple(host, port, app, threaded=True, use_reloader=False)
 
 
 recovery_cli = click.Group("recovery", help="Operate the slot recovery loop.")
