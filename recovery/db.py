@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from flask import current_app, has_app_context
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
+from sqlalchemy.exc import IntegrityError
 
 # Stable constraint names, so migrations can refer to them on every database.
 NAMING_CONVENTION = {
@@ -36,6 +37,21 @@ db = SQLAlchemy(
     metadata=sa.MetaData(naming_convention=NAMING_CONVENTION),
     session_options={"class_": RecoverySession},
 )
+
+
+def try_insert(session, row):
+    """Add and flush ``row`` inside a savepoint; None if a constraint refused it.
+
+    The rest of the transaction stands, so the caller can react (reuse what won, pick
+    someone else, answer "taken").
+    """
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except IntegrityError:
+        return None
+    return row
 
 
 CLOCK_EXTENSION = "recovery.clock"

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, literal, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from recovery import texts
+from recovery.db import try_insert
 from recovery.locks import slot_lock
 from recovery.loop import AcceptOutcome, accept_offer, decline_offer
 from recovery.messaging import Purpose, default_sender, record_reply
@@ -96,11 +96,7 @@ def handle_inbound(session: Session, sms: InboundSms, now: datetime) -> Reply:
         status=MessageStatus.RECEIVED,
         created_at=now,
     )
-    try:
-        with session.begin_nested():
-            session.add(inbound)
-            session.flush()
-    except IntegrityError:
+    if try_insert(session, inbound) is None:  # this MessageSid was handled already
         log.info("duplicate delivery of %s ignored", sms.sid)
         return Reply(None, duplicate=True)
 

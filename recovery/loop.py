@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from recovery import effects, texts
 from recovery.booking import SlotTaken, ensure_free
-from recovery.db import utcnow
+from recovery.db import try_insert, utcnow
 from recovery.effects import Kind
 from recovery.eligibility import next_eligible_customer
 from recovery.messaging import Purpose, queue_sms
@@ -173,22 +172,20 @@ def _open_slot(session: Session, appt: Appointment, now: datetime) -> SlotOpenin
             opening.filled_at = None
             opening.outcome_note = f"reopened: recovered booking #{appt.id} was cancelled"
             return opening
-    try:
-        with session.begin_nested():
-            opening = SlotOpening(
-                shop_id=appt.shop_id,
-                resource_id=appt.resource_id,
-                service_id=appt.service_id,
-                source_appointment_id=appt.id,
-                starts_at=appt.starts_at,
-                ends_at=appt.ends_at,
-                status=OpeningStatus.OPEN,
-                created_at=now,
-            )
-            session.add(opening)
-            session.flush()
-            return opening
-    except IntegrityError:
+    opening = try_insert(
+        session,
+        SlotOpening(
+            shop_id=appt.shop_id,
+            resource_id=appt.resource_id,
+            service_id=appt.service_id,
+            source_appointment_id=appt.id,
+            starts_at=appt.starts_at,
+            ends_at=appt.ends_at,
+            status=OpeningStatus.OPEN,
+            created_at=now,
+        ),
+    )
+    if opening is None:
         # Another live opening already covers this resource and start: reuse it.
         existing = session.scalar(
             select(SlotOpening).where(
@@ -198,8 +195,9 @@ def _open_slot(session: Session, appt: Appointment, now: datetime) -> SlotOpenin
             )
         )
         if existing is None:
-            raise
+            raise InvalidTransition(f"could not open a slot for booking #{appt.id}")
         return existing
+    return opening
 
 
 # ---------------------------------------------------------------- offering
@@ -247,20 +245,16 @@ def offer_next(session: Session, opening_id: int, now: datetime | None = None) -
 
 def _create_offer(session: Session, opening: SlotOpening, customer: Customer, now: datetime):
     """Insert the live offer; None if a concurrent opening just gave this customer one."""
-    try:
-        with session.begin_nested():
-            offer = SlotOffer(
-                slot_opening_id=opening.id,
-                customer_id=customer.id,
-                status=OfferStatus.SENT,
-                sent_at=now,
-                expires_at=now + timedelta(minutes=opening.shop.offer_ttl_minutes),
-            )
-            session.add(offer)
-            session.flush()
-            return offer
-    except IntegrityError:
-        return None
+    return try_insert(
+        session,
+        SlotOffer(
+            slot_opening_id=opening.id,
+            customer_id=customer.id,
+            status=OfferStatus.SENT,
+            sent_at=now,
+            expires_at=now + timedelta(minutes=opening.shop.offer_ttl_minutes),
+        ),
+    )
 
 
 def expire_offer(session: Session, offer_id: int, now: datetime | None = None) -> str:
@@ -408,24 +402,20 @@ def _book(session: Session, opening: SlotOpening, offer: SlotOffer, now: datetim
         ensure_free(session, opening.resource_id, opening.starts_at, opening.ends_at)
     except SlotTaken:
         return None
-    try:
-        with session.begin_nested():
-            appointment = Appointment(
-                shop_id=opening.shop_id,
-                resource_id=opening.resource_id,
-                customer_id=offer.customer_id,
-                service_id=opening.service_id,
-                starts_at=opening.starts_at,
-                ends_at=opening.ends_at,
-                status=AppointmentStatus.PENDING_PAYMENT,
-                source_slot_opening_id=opening.id,
-                created_at=now,
-            )
-            session.add(appointment)
-            session.flush()
-            return appointment
-    except IntegrityError:
-        return None
+    return try_insert(
+        session,
+        Appointment(
+            shop_id=opening.shop_id,
+            resource_id=opening.resource_id,
+            customer_id=offer.customer_id,
+            service_id=opening.service_id,
+            starts_at=opening.starts_at,
+            ends_at=opening.ends_at,
+            status=AppointmentStatus.PENDING_PAYMENT,
+            source_slot_opening_id=opening.id,
+            created_at=now,
+        ),
+    )
 
 
 def mark_settled(customer: Customer, appointment: Appointment) -> None:
