@@ -50,13 +50,18 @@ class InvalidTransition(ValueError):
 # ---------------------------------------------------------------- helpers
 
 
-def lock_opening(session: Session, opening_id: int) -> SlotOpening | None:
+def lock_row(session: Session, model, ident: int):
+    """``SELECT ... FOR UPDATE`` one row, fresh from the database (not the session cache)."""
     return session.scalar(
-        select(SlotOpening)
-        .where(SlotOpening.id == opening_id)
+        select(model)
+        .where(model.id == ident)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
+
+
+def lock_opening(session: Session, opening_id: int) -> SlotOpening | None:
+    return lock_row(session, SlotOpening, opening_id)
 
 
 def _reload(session: Session, model, ident: int):
@@ -124,12 +129,7 @@ def cancel_appointment(
     The offer loop starts after the commit.
     """
     now = now or utcnow()
-    appt = session.scalar(
-        select(Appointment)
-        .where(Appointment.id == appointment_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    appt = lock_row(session, Appointment, appointment_id)
     if appt is None:
         raise NotFound(f"no appointment {appointment_id}")
     if appt.status == AppointmentStatus.CANCELLED:
@@ -478,12 +478,7 @@ def release_hold(
 def confirm_payment(session: Session, payment_id: int, now: datetime | None = None) -> str:
     """The deposit arrived: the booking is confirmed (if its hold still stands)."""
     now = now or utcnow()
-    payment = session.scalar(
-        select(Payment)
-        .where(Payment.id == payment_id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
+    payment = lock_row(session, Payment, payment_id)
     if payment is None:
         raise NotFound(f"no payment {payment_id}")
     if payment.status == PaymentStatus.SUCCEEDED:
