@@ -95,3 +95,35 @@ def test_honcho_runs_all_four_processes(app, database_url, redis_conn):
         output = honcho.output()
     for name in ("release.1", "web.1", "worker.1", "scheduler.1"):
         assert f"{name} started" in output, output
+
+
+def test_a_real_worker_retries_a_provider_failure_and_sends_once(
+    app, database_url, redis_conn, committed, fake_twilio
+):
+    """RQ's retry with backoff, in a real `rq worker --with-scheduler`, against the fake."""
+    from jobs.dispatch import RQDispatcher
+    from recovery.effects import Effect, Kind
+    from recovery.messaging import Purpose, queue_sms
+    from recovery.models import Message
+    from tests import factories as f
+
+    shop = f.shop(committed)
+    customer = f.customer(committed, shop)
+    message = queue_sms(committed, shop, customer, "A slot opened today.", Purpose.OFFER)
+    committed.commit()
+    fake_twilio.fail_next(1, status=503)
+    RQDispatcher(app).dispatch([Effect(Kind.SEND_MESSAGE, (message.id,))])
+    env = process_env(
+        database_url,
+        REDIS_URL,
+        TWILIO_ACCOUNT_SID=fake_twilio.account_sid,
+        TWILIO_AUTH_TOKEN=fake_twilio.auth_token,
+        TWILIO_FROM_NUMBER="+447700900000",
+        TWILIO_API_BASE_URL=fake_twilio.base_url,
+    )
+    with running([*WORKER[:-1], "--with-scheduler", "default"], env) as worker:
+        sent = wait_until(lambda: fake_twilio.messages, 30, "the retried send", worker)
+    assert fake_twilio.create_attempts == 2  # one 503, then the retry
+    assert [m["to"] for m in sent] == [customer.phone]
+    committed.expire_all()
+    assert committed.get(Message, message.id).status == "sent"
