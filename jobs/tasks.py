@@ -39,25 +39,24 @@ def send_message(message_id: int) -> str:
         return outcome
 
 
-def offer_next(opening_id: int) -> str:
+def _one_transition(transition, ident: int):
+    """Run one domain transition on a fresh session and commit it: one job, one commit."""
     with job_app().app_context():
-        outcome = loop.offer_next(db.session, opening_id)
+        outcome = transition(db.session, ident)
         db.session.commit()
         return outcome
+
+
+def offer_next(opening_id: int) -> str:
+    return _one_transition(loop.offer_next, opening_id)
 
 
 def expire_offer(offer_id: int) -> str:
-    with job_app().app_context():
-        outcome = loop.expire_offer(db.session, offer_id)
-        db.session.commit()
-        return outcome
+    return _one_transition(loop.expire_offer, offer_id)
 
 
 def release_hold(appointment_id: int) -> bool:
-    with job_app().app_context():
-        released = loop.release_hold(db.session, appointment_id)
-        db.session.commit()
-        return released
+    return _one_transition(loop.release_hold, appointment_id)
 
 
 SWEEP_BATCH = 200
