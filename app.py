@@ -72,11 +72,17 @@ def _init_jobs(app: Flask) -> None:
 
 def _init_blueprints(app: Flask) -> None:
     from recovery.http.health import bp as health_bp
+    from recovery.http.pay import bp as pay_bp
+    from recovery.http.stripe import bp as stripe_bp
     from recovery.http.twilio import bp as twilio_bp
 
     app.register_blueprint(health_bp)
+    app.register_blueprint(pay_bp)
     app.register_blueprint(twilio_bp)
-    csrf.exempt(twilio_bp)  # authenticated by X-Twilio-Signature instead
+    app.register_blueprint(stripe_bp)
+    # Webhooks are authenticated by their provider's signature instead of a CSRF token.
+    csrf.exempt(twilio_bp)
+    csrf.exempt(stripe_bp)
 
 
 def _init_cli(app: Flask) -> None:

@@ -41,6 +41,9 @@ JOBS: dict[Kind, JobSpec] = {
     Kind.EXPIRE_OFFER: JobSpec("jobs.tasks.expire_offer", 30, (1, 5, 30)),
     Kind.RELEASE_HOLD: JobSpec("jobs.tasks.release_hold", 30, (1, 5, 30)),
     Kind.SWEEP: JobSpec("jobs.tasks.sweep", 50, ()),
+    Kind.SYNC_PAYMENT: JobSpec("jobs.tasks.sync_payment", 30, (2, 10, 30, 120, 600)),
+    Kind.CANCEL_PAYMENT: JobSpec("jobs.tasks.cancel_payment", 30, (2, 10, 30, 120, 600)),
+    Kind.REFUND: JobSpec("jobs.tasks.refund", 30, (2, 10, 30, 120, 600)),
 }
 
 

@@ -10,9 +10,11 @@ import logging
 from datetime import UTC, datetime
 
 from jobs.context import job_app
-from recovery import loop, messaging
+from recovery import loop, messaging, refunds, settlement
 from recovery.db import db, utcnow
+from recovery.gateway import gateway_for
 from recovery.http.health import HEARTBEAT_KEY
+from recovery.models import Payment, Refund
 from recovery.redis_client import current_redis
 from recovery.sms import sender_for
 from recovery.sweep import sweep_batch
@@ -57,6 +59,41 @@ def expire_offer(offer_id: int) -> str:
 
 def release_hold(appointment_id: int) -> bool:
     return _one_transition(loop.release_hold, appointment_id)
+
+
+def _payment_job(work, payment_id: int) -> str:
+    """Run ``work`` with the payment's own gateway (so config changes strand nothing)."""
+    app = job_app()
+    with app.app_context():
+        payment = db.session.get(Payment, payment_id)
+        if payment is None:
+            return "no such payment"
+        outcome = work(db.session, payment_id, gateway_for(app, payment.provider), utcnow())
+        db.session.commit()
+        return outcome
+
+
+def sync_payment(payment_id: int) -> str:
+    """Apply the gateway's current state of a payment (asked for by each webhook event)."""
+    return _payment_job(settlement.sync_payment, payment_id)
+
+
+def cancel_payment(payment_id: int) -> str:
+    """Cancel a released payment's intent; a gateway outage raises, so RQ retries."""
+    return _payment_job(settlement.cancel_at_gateway, payment_id)
+
+
+def refund(refund_id: int) -> str:
+    """Make one recorded refund at the gateway, with its idempotency key."""
+    app = job_app()
+    with app.app_context():
+        row = db.session.get(Refund, refund_id)
+        if row is None:
+            return "no such refund"
+        gateway = gateway_for(app, row.payment.provider)
+        outcome = refunds.carry_out(db.session, refund_id, gateway, utcnow())
+        db.session.commit()
+        return outcome
 
 
 SWEEP_BATCH = 200

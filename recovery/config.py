@@ -22,6 +22,7 @@ VARIABLES: dict[str, str] = {
     "TWILIO_FROM_NUMBER": "default sender number (E.164) for shops without their own",
     "STRIPE_SECRET_KEY": "Stripe secret key; without it payments use the sandbox gateway",
     "STRIPE_WEBHOOK_SECRET": "Stripe webhook signing secret (whsec_...)",
+    "STRIPE_PUBLISHABLE_KEY": "Stripe publishable key (pk_...) for the payment page's card form",
     "PUBLIC_BASE_URL": "public https URL of the web process, for links and signature checks",
     "TWILIO_API_BASE_URL": "testing only: send Twilio REST calls to a local fake server",
     "STRIPE_API_BASE_URL": "testing only: send Stripe API calls to a local fake server",
@@ -37,6 +38,7 @@ REQUIRED_IN_PRODUCTION = (
     "TWILIO_FROM_NUMBER",
     "STRIPE_SECRET_KEY",
     "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_PUBLISHABLE_KEY",
 )
 
 
@@ -100,6 +102,7 @@ def from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
         "TWILIO_API_BASE_URL": _text(environ, "TWILIO_API_BASE_URL"),
         "STRIPE_SECRET_KEY": _text(environ, "STRIPE_SECRET_KEY"),
         "STRIPE_WEBHOOK_SECRET": _text(environ, "STRIPE_WEBHOOK_SECRET"),
+        "STRIPE_PUBLISHABLE_KEY": _text(environ, "STRIPE_PUBLISHABLE_KEY"),
         "STRIPE_API_BASE_URL": _text(environ, "STRIPE_API_BASE_URL"),
         "PUBLIC_BASE_URL": (_text(environ, "PUBLIC_BASE_URL") or "").rstrip("/") or None,
         "RUNNING_UNDER_HONCHO": bool(_text(environ, "HONCHO_PROCESS_NAME")),

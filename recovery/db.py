@@ -90,3 +90,13 @@ class UTCDateTime(sa.types.TypeDecorator):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+def lock_row(session, model, ident: int):
+    """``SELECT ... FOR UPDATE`` one row, fresh from the database (not the session cache)."""
+    return session.scalar(
+        sa.select(model)
+        .where(model.id == ident)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )

@@ -32,6 +32,9 @@ class Kind(enum.StrEnum):
     EXPIRE_OFFER = "expire_offer"  # args: offer id (runs at the offer's expires_at)
     RELEASE_HOLD = "release_hold"  # args: appointment id (runs at the payment deadline)
     SWEEP = "sweep"  # no args
+    SYNC_PAYMENT = "sync_payment"  # args: payment id (apply the gateway's current state)
+    CANCEL_PAYMENT = "cancel_payment"  # args: payment id (close the gateway side)
+    REFUND = "refund"  # args: refund id (call the gateway for a recorded refund)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from recovery import effects, texts
 from recovery.booking import SlotTaken, ensure_free
-from recovery.db import try_insert, utcnow
+from recovery.db import lock_row, try_insert, utcnow
 from recovery.effects import Kind
 from recovery.eligibility import next_eligible_customer
 from recovery.messaging import Purpose, queue_sms
@@ -34,7 +34,14 @@ from recovery.models import (
     SlotOffer,
     SlotOpening,
 )
-from recovery.payments import is_settled, pay_url, pending_payment_for, request_payment
+from recovery.payments import (
+    close_payment,
+    is_settled,
+    pay_url,
+    pending_payment_for,
+    request_payment,
+)
+from recovery.refunds import refund_cancelled_booking, request_refund
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +55,6 @@ class InvalidTransition(ValueError):
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def lock_row(session: Session, model, ident: int):
-    """``SELECT ... FOR UPDATE`` one row, fresh from the database (not the session cache)."""
-    return session.scalar(
-        select(model)
-        .where(model.id == ident)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
 
 
 def lock_opening(session: Session, opening_id: int) -> SlotOpening | None:
@@ -150,6 +147,7 @@ def cancel_appointment(
     appt.status = AppointmentStatus.CANCELLED
     appt.cancelled_at = now
     appt.cancellation_reason = reason[:200]
+    _refund_by_policy(session, appt, now)
     refusal = _why_no_recovery(appt, was_settled, now)
     if refusal:
         appt.recovery_note = refusal
@@ -161,6 +159,13 @@ def cancel_appointment(
     session.flush()
     effects.request(session, Kind.OFFER_NEXT, opening.id)
     return CancelResult(appt, opening, appt.recovery_note)
+
+
+def _refund_by_policy(session: Session, appt: Appointment, now: datetime) -> None:
+    refunded = refund_cancelled_booking(session, appt, now)
+    if refunded:
+        body = texts.cancelled_refunded(appt.shop, appt.starts_at, now, refunded)
+        queue_sms(session, appt.shop, appt.customer, body, Purpose.REFUNDED)
 
 
 def _open_slot(session: Session, appt: Appointment, now: datetime) -> SlotOpening:
@@ -456,6 +461,7 @@ def release_hold(
     payment = pending_payment_for(session, appt.id)
     if payment is not None:
         payment.status = PaymentStatus.CANCELED
+        close_payment(session, payment, now)
     offer = session.scalar(
         select(SlotOffer).where(
             SlotOffer.slot_opening_id == opening.id,
@@ -476,23 +482,44 @@ def release_hold(
 
 
 def confirm_payment(session: Session, payment_id: int, now: datetime | None = None) -> str:
-    """The deposit arrived: the booking is confirmed (if its hold still stands)."""
+    """The deposit arrived: the booking is confirmed if its hold still stands.
+
+    Money that arrives for a hold already released (abandoned, failed, cancelled) is
+    refunded in full at once and the customer told: the slot may be someone else's now.
+    """
     now = now or utcnow()
-    payment = lock_row(session, Payment, payment_id)
+    payment = session.get(Payment, payment_id)
     if payment is None:
         raise NotFound(f"no payment {payment_id}")
-    if payment.status == PaymentStatus.SUCCEEDED:
-        return "already succeeded"
     appt = payment.appointment
     if appt.source_slot_opening_id:
-        lock_opening(session, appt.source_slot_opening_id)
-        appt = _reload(session, Appointment, appt.id)
+        lock_opening(session, appt.source_slot_opening_id)  # the opening first, always
+    payment = lock_row(session, Payment, payment_id)
+    appt = _reload(session, Appointment, appt.id)
+    if payment.status == PaymentStatus.SUCCEEDED:
+        return "already succeeded"
     payment.status = PaymentStatus.SUCCEEDED
+    payment.succeeded_at = now
     if appt.status != AppointmentStatus.PENDING_PAYMENT:
         log.warning(
-            "payment %s arrived for appointment %s in state %s", payment.id, appt.id, appt.status
+            "payment %s arrived for appointment %s in state %s: refunding",
+            payment.id,
+            appt.id,
+            appt.status,
         )
-        return "late: the hold was already released"
+        session.flush()
+        request_refund(
+            session,
+            payment.id,
+            payment.amount_minor,
+            "paid after the hold was released",
+            f"late-{payment.id}",
+            now=now,
+        )
+        body = texts.late_payment_refunded(appt.shop, payment.amount_minor)
+        queue_sms(session, appt.shop, appt.customer, body, Purpose.REFUNDED)
+        session.flush()
+        return "late: refunded"
     appt.status = AppointmentStatus.BOOKED
     appt.payment_due_at = None
     mark_settled(appt.customer, appt)
@@ -513,6 +540,9 @@ def fail_payment(session: Session, payment_id: int, now: datetime | None = None)
     released = release_hold(
         session, payment.appointment_id, reason="payment failed", now=now, force=True
     )
-    payment.status = PaymentStatus.FAILED
+    payment = lock_row(session, Payment, payment_id)
+    if payment.status in (PaymentStatus.PENDING, PaymentStatus.CANCELED):
+        payment.status = PaymentStatus.FAILED
+        close_payment(session, payment, now)
     session.flush()
-    return "released" if released else "failed"
+    return "released" if released else f"ignored: payment already {payment.status}"

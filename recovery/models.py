@@ -12,6 +12,7 @@ Invariants are database constraints wherever one can express them:
 from __future__ import annotations
 
 import enum
+import secrets
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -51,6 +52,12 @@ class PaymentStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
+
+
+class RefundStatus(enum.StrEnum):
+    PENDING = "pending"  # recorded and reserved against the payment; the gateway call is due
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # the gateway refused it; the reserved amount is released again
 
 
 class DepositKind(enum.StrEnum):
@@ -287,7 +294,20 @@ class Appointment(db.Model):
         return f"#{self.id} {self.starts_at:%Y-%m-%d %H:%M} UTC"
 
 
+def new_payment_token() -> str:
+    """The unguessable token of a payment's "Complete payment" page (144 random bits)."""
+    return secrets.token_urlsafe(18)
+
+
 class Payment(db.Model):
+    """A deposit asked of one booking.
+
+    ``provider_ref`` is the gateway's own id (a Stripe PaymentIntent), set when the
+    customer first opens the payment page; ``token`` is what the page's URL carries.
+    ``refunded_minor`` counts refunds requested and succeeded, so the CHECK constraint
+    refuses any refund that would exceed what was paid, even under concurrency.
+    """
+
     __tablename__ = "payments"
     __table_args__ = (
         sa.UniqueConstraint("provider", "provider_ref"),
@@ -303,17 +323,62 @@ class Payment(db.Model):
         sa.ForeignKey("appointments.id"), nullable=False, index=True
     )
     provider: Mapped[str] = mapped_column(sa.String(20), nullable=False)
-    provider_ref: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    provider_ref: Mapped[str | None] = mapped_column(sa.String(255))
+    token: Mapped[str] = mapped_column(
+        sa.String(64), nullable=False, unique=True, default=new_payment_token
+    )
     amount_minor: Mapped[int] = mapped_column(nullable=False)
     currency: Mapped[str] = mapped_column(sa.String(3), nullable=False)
     status: Mapped[str] = _status(PaymentStatus.PENDING)
     refunded_minor: Mapped[int] = mapped_column(nullable=False, default=0)
+    succeeded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When the gateway's side was closed (intent cancelled) after a release; None while
+    # a cancellation is still owed. The sweep retries owed cancellations.
+    provider_closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
     )
 
     appointment: Mapped[Appointment] = relationship(back_populates="payments")
+    refunds: Mapped[list[Refund]] = relationship(
+        back_populates="payment", order_by="Refund.id", cascade="all, delete-orphan"
+    )
+
+    @property
+    def refundable_minor(self) -> int:
+        if self.status != PaymentStatus.SUCCEEDED:
+            return 0
+        return self.amount_minor - self.refunded_minor
+
+
+class Refund(db.Model):
+    """One refund of (part of) a payment, recorded before the gateway is called.
+
+    ``idempotency_key`` is sent to the gateway, so a retried job never refunds twice.
+    """
+
+    __tablename__ = "refunds"
+    __table_args__ = (
+        sa.CheckConstraint(_in("status", RefundStatus), name="status_valid"),
+        sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    payment_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("payments.id"), nullable=False, index=True
+    )
+    amount_minor: Mapped[int] = mapped_column(nullable=False)
+    reason: Mapped[str] = mapped_column(sa.String(200), nullable=False)
+    status: Mapped[str] = _status(RefundStatus.PENDING)
+    idempotency_key: Mapped[str] = mapped_column(sa.String(80), nullable=False, unique=True)
+    provider_ref: Mapped[str | None] = mapped_column(sa.String(255))
+    error: Mapped[str | None] = mapped_column(sa.String(255))
+    requested_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    payment: Mapped[Payment] = relationship(back_populates="refunds")
 
 
 class SlotOpening(db.Model):

@@ -7,42 +7,39 @@ Payment status is a small state machine: ``pending`` -> ``succeeded`` | ``failed
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from recovery import effects
+from recovery.effects import Kind
+from recovery.gateway import SANDBOX, configured_gateway_name
 from recovery.models import Appointment, Payment, PaymentStatus
 from recovery.money import deposit_minor
 
 log = logging.getLogger(__name__)
 
 
-def gateway_name() -> str:
-    """``stripe`` when configured, else the ``sandbox`` that staff mark paid or failed."""
-    return "stripe" if current_app.config.get("STRIPE_SECRET_KEY") else "sandbox"
-
-
 def pay_url(payment: Payment) -> str:
     base = current_app.config.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000"
-    return f"{base}/pay/{payment.provider_ref}"
+    return f"{base}/pay/{payment.token}"
 
 
 def request_payment(session: Session, appointment: Appointment, now: datetime) -> Payment | None:
     """Ask for the service's deposit; None when the policy asks for nothing.
 
-    The payment's reference doubles as the unguessable token of our "Complete payment"
-    page; the gateway's own objects are created when the customer opens that page.
+    The payment's token is the unguessable key of our "Complete payment" page; the
+    gateway's own object is created when the customer opens that page (``start_checkout``),
+    so no provider call happens inside the YES transaction.
     """
     amount = deposit_minor(appointment.service)
     if amount == 0:
         return None
     payment = Payment(
         appointment_id=appointment.id,
-        provider=gateway_name(),
-        provider_ref="pay_" + secrets.token_urlsafe(18),
+        provider=configured_gateway_name(current_app),
         amount_minor=amount,
         currency=appointment.shop.currency,
         status=PaymentStatus.PENDING,
@@ -54,11 +51,27 @@ def request_payment(session: Session, appointment: Appointment, now: datetime) -
 
 
 def pending_payment_for(session: Session, appointment_id: int) -> Payment | None:
+    """The booking's pending payment, row-locked (the payment page locks it too)."""
     return session.scalar(
-        select(Payment).where(
-            Payment.appointment_id == appointment_id, Payment.status == PaymentStatus.PENDING
-        )
+        select(Payment)
+        .where(Payment.appointment_id == appointment_id, Payment.status == PaymentStatus.PENDING)
+        .with_for_update()
     )
+
+
+def close_payment(session: Session, payment: Payment, now: datetime) -> None:
+    """The hold is gone: make sure the customer can no longer pay at the gateway.
+
+    Without a gateway object (sandbox, or the page was never opened) there is nothing to
+    cancel. Otherwise a job cancels it after the commit; ``provider_closed_at`` stays
+    empty until it has, so the sweep retries a lost job.
+    """
+    if payment.provider_closed_at is not None:
+        return
+    if payment.provider_ref is None or payment.provider == SANDBOX:
+        payment.provider_closed_at = now
+        return
+    effects.request(session, Kind.CANCEL_PAYMENT, payment.id)
 
 
 def is_settled(appointment: Appointment) -> bool:

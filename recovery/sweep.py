@@ -23,12 +23,17 @@ from recovery.models import (
     MessageStatus,
     OfferStatus,
     OpeningStatus,
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundStatus,
     SlotOffer,
     SlotOpening,
 )
 
 STALE_MESSAGE_AFTER = timedelta(seconds=30)  # a send job should have taken it by now
 GIVE_UP_MESSAGE_AFTER = timedelta(hours=6)  # an offer text this late is worse than none
+STALE_PAYMENT_WORK_AFTER = timedelta(minutes=1)  # its job has had time to run (or retry)
 
 
 @dataclass
@@ -37,6 +42,7 @@ class SweepReport:
     restarted_openings: int = 0
     released_holds: int = 0
     requeued_messages: int = 0
+    requeued_payment_work: int = 0
 
     @property
     def transitions(self) -> int:
@@ -113,4 +119,33 @@ def sweep_batch(
     for message_id in stale_messages:
         effects.request(session, Kind.SEND_MESSAGE, message_id)
     report.requeued_messages = len(stale_messages)
+    report.requeued_payment_work = _requeue_payment_work(session, now, limit)
     return report
+
+
+def _requeue_payment_work(session: Session, now: datetime, limit: int) -> int:
+    """Gateway calls owed after a commit whose job was lost: refunds not yet made, and
+    released payments whose intent is still open at the gateway."""
+    before = now - STALE_PAYMENT_WORK_AFTER
+    refunds = session.scalars(
+        select(Refund.id)
+        .where(Refund.status == RefundStatus.PENDING, Refund.created_at <= before)
+        .order_by(Refund.id)
+        .limit(limit)
+    ).all()
+    for refund_id in refunds:
+        effects.request(session, Kind.REFUND, refund_id)
+    unclosed = session.scalars(
+        select(Payment.id)
+        .where(
+            Payment.status.in_((PaymentStatus.CANCELED, PaymentStatus.FAILED)),
+            Payment.provider_ref.is_not(None),
+            Payment.provider_closed_at.is_(None),
+            Payment.updated_at <= before,
+        )
+        .order_by(Payment.id)
+        .limit(limit)
+    ).all()
+    for payment_id in unclosed:
+        effects.request(session, Kind.CANCEL_PAYMENT, payment_id)
+    return len(refunds) + len(unclosed)

@@ -79,6 +79,18 @@ def paid_booked(shop: Shop, starts_at: datetime, now: datetime) -> str:
     return _with_shop(shop, f"Payment received. You're booked {when_words(starts_at, now, shop)}.")
 
 
+def late_payment_refunded(shop: Shop, amount_minor: int) -> str:
+    money = format_money(amount_minor, shop.currency, shop.locale)
+    text = f"Your payment came after the slot was released, so we've refunded {money} in full."
+    return _with_shop(shop, text)
+
+
+def cancelled_refunded(shop: Shop, starts_at: datetime, now: datetime, amount_minor: int) -> str:
+    money = format_money(amount_minor, shop.currency, shop.locale)
+    when = when_words(starts_at, now, shop)
+    return _with_shop(shop, f"Your booking {when} is cancelled. We're refunding {money} to you.")
+
+
 def declined() -> str:
     return "OK, no problem. We'll offer it to someone else."
 

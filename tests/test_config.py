@@ -15,6 +15,7 @@ FULL_PRODUCTION = {
     "TWILIO_FROM_NUMBER": "+447700900000",
     "STRIPE_SECRET_KEY": "sk_live_x",
     "STRIPE_WEBHOOK_SECRET": "whsec_x",
+    "STRIPE_PUBLISHABLE_KEY": "pk_live_x",
 }
 
 

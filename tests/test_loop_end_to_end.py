@@ -39,16 +39,20 @@ def test_whole_loop(twilio_app, fake_twilio, world):
     opening = loop.cancel_appointment(db.session, s.booking.id, now=clock.now).opening
     db.session.commit()
 
-    driver.run_due()  # offer_next -> offer to A -> its SMS goes out
-    assert [m["to"] for m in fake_twilio.messages] == [a.phone]
-    assert "A slot opened tomorrow at 09:00. Reply YES to book." in fake_twilio.messages[0]["body"]
+    driver.run_due()  # refund by policy + its SMS; offer_next -> offer to A -> its SMS
+    refunded, offered = fake_twilio.messages
+    assert refunded["to"] == s.owner.phone
+    assert "Your booking tomorrow at 09:00 is cancelled. We're refunding £20" in refunded["body"]
+    assert offered["to"] == a.phone
+    assert "A slot opened tomorrow at 09:00. Reply YES to book." in offered["body"]
+    assert s.booking.payments[0].refunds[0].status == "succeeded"
 
     clock.advance(minutes=14, seconds=59)
     assert driver.run_due() == []  # not yet: the expiry waits for its time
     clock.advance(seconds=1)
     ran = driver.run_due()
     assert [e.kind for e in ran] == [Kind.EXPIRE_OFFER, Kind.SEND_MESSAGE]
-    assert [m["to"] for m in fake_twilio.messages] == [a.phone, b.phone]
+    assert [m["to"] for m in fake_twilio.messages] == [s.owner.phone, a.phone, b.phone]
 
     answer = reply_text(
         signed_post(
@@ -84,4 +88,4 @@ def test_whole_loop(twilio_app, fake_twilio, world):
     clock.advance(minutes=20)
     driver.run_due()
     assert db.session.get(Appointment, booking.id).status == "booked"
-    assert len(fake_twilio.messages) == 3
+    assert len(fake_twilio.messages) == 4
