@@ -43,6 +43,8 @@ import json
 import re
 import secrets
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http import HTTPStatus
@@ -140,13 +142,25 @@ class FakeTwilio:
         self,
         account_sid: str = "ACtest00000000000000000000000000",
         auth_token: str = "test-auth-token",
+        on_accept: Callable[[SentMessage, float], None] | None = None,
+        port: int = 0,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
+        # Called (from a server thread) with each accepted message and its unix time:
+        # benchmarks time the moment the provider accepted an SMS with it.
+        self.on_accept = on_accept
+        self.port = port
         self._cond = threading.Condition()  # guards everything below
         self._messages: list[SentMessage] = []
         self._failures: list[int] = []  # HTTP statuses for the next create calls
         self.create_attempts = 0  # authenticated create calls, failed or not
+        # Holding: create calls wait before accepting, so a test can crash the sender while
+        # its request is in flight. Each release() ends one hold epoch.
+        self._holding = False
+        self._held = 0
+        self._epoch = 0
+        self._dropped_epochs: set[int] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -156,7 +170,7 @@ class FakeTwilio:
         if self._server is not None:
             raise RuntimeError("FakeTwilio is already started")
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         # A short poll interval, because shutdown() waits for serve_forever's next poll.
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -170,6 +184,7 @@ class FakeTwilio:
     def stop(self) -> None:
         if self._server is None:
             return
+        self.release(drop=True)  # a held request must not keep a server thread waiting
         self._server.shutdown()  # waits for serve_forever to return
         self._server.server_close()
         assert self._thread is not None
@@ -212,6 +227,38 @@ class FakeTwilio:
             self._messages.clear()
             self._failures.clear()
             self.create_attempts = 0
+        self.release(drop=True)
+
+    def hold(self) -> None:
+        """Make the next create calls wait, unanswered, until ``release``."""
+        with self._cond:
+            self._holding = True
+
+    def release(self, drop: bool = False) -> None:
+        """Let the held calls go on: accepted, or (``drop``) refused with a 503 and not
+        recorded, as when the client that sent them died before the provider accepted."""
+        with self._cond:
+            if not self._holding and not self._held:
+                return
+            self._holding = False
+            self._epoch += 1
+            if drop:
+                self._dropped_epochs.add(self._epoch)
+            self._cond.notify_all()
+
+    @property
+    def held(self) -> int:
+        """How many create calls are waiting in a hold right now."""
+        with self._cond:
+            return self._held
+
+    def wait_held(self, count: int = 1, timeout: float = 5.0) -> None:
+        """Block until at least ``count`` create calls are waiting in a hold."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._held >= count, timeout):
+                raise TimeoutError(
+                    f"FakeTwilio: {self._held} of {count} calls held after {timeout}s"
+                )
 
     def wait_for(self, count: int, timeout: float = 5.0) -> list[SentMessage]:
         """Block until at least ``count`` messages were accepted; raise TimeoutError otherwise."""
@@ -227,6 +274,14 @@ class FakeTwilio:
     def _create_message(self, account_sid: str, form: dict[str, str]) -> dict[str, Any]:
         with self._cond:
             self.create_attempts += 1
+            if self._holding:
+                epoch = self._epoch
+                self._held += 1
+                self._cond.notify_all()
+                self._cond.wait_for(lambda: self._epoch > epoch)
+                self._held -= 1
+                if epoch + 1 in self._dropped_epochs:
+                    raise _HttpError(503, 20503, "Held request dropped")
             if self._failures:
                 status = self._failures.pop(0)
                 raise _HttpError(status, 20000 + status, _phrase(status))
@@ -252,19 +307,20 @@ class FakeTwilio:
         segments = count_segments(body)
         now = format_datetime(datetime.now(UTC))  # RFC 2822, as Twilio sends dates
         uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}"
+        sent = SentMessage(
+            sid=sid,
+            to=to,
+            from_=from_,
+            body=body,
+            status_callback=form.get("StatusCallback") or None,
+            messaging_service_sid=service_sid,
+            num_segments=segments,
+        )
         with self._cond:
-            self._messages.append(
-                SentMessage(
-                    sid=sid,
-                    to=to,
-                    from_=from_,
-                    body=body,
-                    status_callback=form.get("StatusCallback") or None,
-                    messaging_service_sid=service_sid,
-                    num_segments=segments,
-                )
-            )
+            self._messages.append(sent)
             self._cond.notify_all()
+        if self.on_accept is not None:
+            self.on_accept(sent, time.time())
         return {
             "account_sid": account_sid,
             "api_version": API_VERSION,
@@ -334,8 +390,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the sender is gone (a killed worker): nothing to answer
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # keep test output quiet
