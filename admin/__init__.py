@@ -6,8 +6,28 @@ from flask import Flask
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
+from admin.appointments import AppointmentView
 from admin.auth import init_auth
+from admin.catalog import ResourceView, ServiceView
+from admin.customers import CustomerView
+from admin.messages import MessageView
+from admin.openings import OfferView, OpeningView
+from admin.payments import PaymentView
+from admin.sandbox import SandboxView
+from admin.settings import ShopSettingsView, StaffView
 from admin.views import HomeView
+from recovery.models import (
+    Appointment,
+    Customer,
+    Message,
+    Payment,
+    Resource,
+    Service,
+    Shop,
+    SlotOffer,
+    SlotOpening,
+    StaffUser,
+)
 
 
 def init_admin(app: Flask) -> Admin:
@@ -20,4 +40,18 @@ def init_admin(app: Flask) -> Admin:
         index_view=HomeView(name="Dashboard", url="/admin", endpoint="admin"),
         theme=Bootstrap4Theme(swatch="default", base_template="admin/slot_base.html"),
     )
+    # Endpoints are fixed names: templates and tests link to them.
+    admin.add_view(OpeningView(SlotOpening, name="Openings", endpoint="openings"))
+    admin.add_view(OfferView(SlotOffer, name="Offers", endpoint="offers"))
+    admin.add_view(AppointmentView(Appointment, name="Appointments", endpoint="appointments"))
+    admin.add_view(CustomerView(Customer, name="Customers", endpoint="customers"))
+    admin.add_view(MessageView(Message, name="Messages", endpoint="messages"))
+    admin.add_view(PaymentView(Payment, name="Payments", endpoint="payments"))
+    admin.add_view(ServiceView(Service, name="Services", endpoint="services", category="Shop"))
+    admin.add_view(ResourceView(Resource, name="Resources", endpoint="resources", category="Shop"))
+    admin.add_view(
+        ShopSettingsView(Shop, name="Settings", endpoint="shop_settings", category="Shop")
+    )
+    admin.add_view(StaffView(StaffUser, name="Staff", endpoint="staff", category="Shop"))
+    admin.add_view(SandboxView(name="Sandbox", endpoint="sandbox", url="/admin/sandbox"))
     return admin

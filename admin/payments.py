@@ -1,0 +1,105 @@
+"""Payments (read-only), with the sandbox's "mark succeeded / failed" while it is active."""
+
+from __future__ import annotations
+
+from flask import abort, flash
+from flask_admin.actions import action
+from flask_login import current_user
+
+from admin import display
+from admin.base import ShopModelView
+from admin.filters import local_date_filters, status_filter
+from admin.sandbox import sandbox_payments_active
+from recovery.db import db, utcnow
+from recovery.gateway import SANDBOX
+from recovery.loop import confirm_payment, fail_payment
+from recovery.models import Appointment, Payment, PaymentStatus
+
+
+def _amount(view, context, model, name):
+    return display.money(getattr(model, name), model.currency)
+
+
+def _status(view, context, model, name):
+    return display.badge(model.status)
+
+
+def _appointment(view, context, model, name):
+    appt = model.appointment
+    return display.details_link("appointments", appt.id, f"#{appt.id} {appt.customer.name}")
+
+
+class PaymentView(ShopModelView):
+    can_create = False
+    can_edit = False
+    can_delete = False
+    named_filter_urls = True
+
+    column_list = [
+        "id",
+        "appointment",
+        "amount_minor",
+        "refunded_minor",
+        "status",
+        "provider",
+        "created_at",
+        "succeeded_at",
+    ]
+    column_details_list = [*column_list, "provider_ref", "updated_at"]
+    column_labels = {
+        "id": "#",
+        "amount_minor": "Amount",
+        "refunded_minor": "Refunded",
+        "created_at": "Requested",
+        "succeeded_at": "Paid",
+        "provider_ref": "Provider reference",
+    }
+    column_sortable_list = ["id", "created_at", "status"]
+    column_default_sort = ("id", True)
+    column_formatters = {
+        "amount_minor": _amount,
+        "refunded_minor": _amount,
+        "status": _status,
+        "appointment": _appointment,
+    }
+    column_formatters_detail = column_formatters
+    column_filters = [
+        status_filter(Payment.status, PaymentStatus),
+        *local_date_filters(Payment.created_at, "Requested"),
+    ]
+
+    def scope(self, query):
+        # Payments belong to a shop through their appointment.
+        return query.join(Appointment, Payment.appointment_id == Appointment.id).filter(
+            Appointment.shop_id == current_user.shop_id
+        )
+
+    def is_action_allowed(self, name: str) -> bool:
+        if name in ("mark_succeeded", "mark_failed"):
+            return sandbox_payments_active()
+        return super().is_action_allowed(name)
+
+    def _sandbox_rows(self, ids) -> list[Payment]:
+        if not sandbox_payments_active():
+            abort(404)
+        return self.scoped_rows(ids)
+
+    @action("mark_succeeded", "Sandbox: mark succeeded")
+    def action_mark_succeeded(self, ids):
+        for payment in self._sandbox_rows(ids):
+            if payment.provider != SANDBOX:
+                flash(f"Payment #{payment.id} is a {payment.provider} payment.", "error")
+                continue
+            outcome = confirm_payment(db.session, payment.id, now=utcnow())
+            flash(f"Payment #{payment.id} marked succeeded: {outcome}.", "success")
+        db.session.commit()
+
+    @action("mark_failed", "Sandbox: mark failed")
+    def action_mark_failed(self, ids):
+        for payment in self._sandbox_rows(ids):
+            if payment.provider != SANDBOX:
+                flash(f"Payment #{payment.id} is a {payment.provider} payment.", "error")
+                continue
+            outcome = fail_payment(db.session, payment.id, now=utcnow())
+            flash(f"Payment #{payment.id} marked failed: {outcome}.", "success")
+        db.session.commit()

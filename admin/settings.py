@@ -1,0 +1,151 @@
+"""Owner-only pages: the shop's settings (recovery and refund policy) and staff accounts."""
+
+from __future__ import annotations
+
+from zoneinfo import available_timezones
+
+from babel import Locale, UnknownLocaleError
+from babel.numbers import list_currencies
+from flask import redirect, url_for
+from flask_admin import expose
+from flask_login import current_user
+from wtforms import SelectField
+from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional, ValidationError
+
+from admin.base import OwnerOnly, ShopModelView
+from admin.fields import NewPasswordField
+from recovery.models import Shop, StaffRole
+from recovery.phones import InvalidPhone, normalize_phone, region_for_locale
+
+
+def _timezone(form, field) -> None:
+    if field.data not in available_timezones():
+        raise ValidationError("Not a time zone: use an IANA name such as Europe/London.")
+
+
+def _currency(form, field) -> None:
+    field.data = (field.data or "").strip().upper()
+    if field.data not in list_currencies():
+        raise ValidationError("Not a currency code: use ISO 4217, such as GBP or EUR.")
+
+
+def _locale(form, field) -> None:
+    try:
+        Locale.parse(field.data)
+    except (ValueError, UnknownLocaleError):
+        raise ValidationError("Not a locale: use a code such as en_GB.") from None
+
+
+def _optional_phone(form, field) -> None:
+    if not (field.data or "").strip():
+        field.data = None
+        return
+    region = region_for_locale(form.locale.data or "en_GB")
+    try:
+        field.data = normalize_phone(field.data, region)
+    except InvalidPhone as exc:
+        raise ValidationError(str(exc)) from None
+
+
+def _minutes(low: int, high: int):
+    return [DataRequired(), NumberRange(low, high)]
+
+
+class ShopSettingsView(OwnerOnly, ShopModelView):
+    """One row: the owner's own shop. The list page goes straight to its form."""
+
+    can_create = False
+    can_delete = False
+
+    column_list = ["name", "timezone", "currency", "offer_ttl_minutes", "payment_hold_minutes"]
+    form_columns = [
+        "name",
+        "timezone",
+        "currency",
+        "locale",
+        "sms_from_number",
+        "contact_phone",
+        "offer_ttl_minutes",
+        "cooldown_hours",
+        "min_lead_minutes",
+        "payment_hold_minutes",
+        "require_prior_settled_booking",
+        "full_refund_hours",
+        "late_refund_percent",
+    ]
+    column_labels = {
+        "sms_from_number": "SMS sender number",
+        "offer_ttl_minutes": "Offer lifetime (minutes)",
+        "cooldown_hours": "Customer cooldown (hours)",
+        "min_lead_minutes": "Minimum lead time (minutes)",
+        "payment_hold_minutes": "Payment hold (minutes)",
+        "require_prior_settled_booking": "Only offer to customers with a settled booking",
+        "full_refund_hours": "Full refund if cancelled this many hours ahead",
+        "late_refund_percent": "Refund (%) when cancelled later",
+    }
+    form_args = {
+        "name": {"validators": [DataRequired(), Length(max=120)]},
+        "timezone": {"validators": [DataRequired(), _timezone]},
+        "currency": {"validators": [DataRequired(), _currency]},
+        "locale": {"validators": [DataRequired(), _locale]},
+        "sms_from_number": {
+            "validators": [_optional_phone],
+            "description": "Empty: the deployment's number.",
+        },
+        "contact_phone": {"validators": [_optional_phone]},
+        "offer_ttl_minutes": {"validators": _minutes(1, 24 * 60)},
+        "cooldown_hours": {"validators": [Optional(), NumberRange(0, 24 * 365)]},
+        "min_lead_minutes": {"validators": [Optional(), NumberRange(0, 7 * 24 * 60)]},
+        "payment_hold_minutes": {"validators": _minutes(1, 24 * 60)},
+        "full_refund_hours": {"validators": [Optional(), NumberRange(0, 24 * 365)]},
+        "late_refund_percent": {"validators": [Optional(), NumberRange(0, 100)]},
+    }
+
+    def scope(self, query):
+        return query.filter(Shop.id == current_user.shop_id)
+
+    def get_count_query(self):
+        return super(ShopModelView, self).get_count_query().filter(Shop.id == current_user.shop_id)
+
+    @expose("/")
+    def index_view(self):
+        return redirect(url_for(".edit_view", id=current_user.shop_id))
+
+    def get_save_return_url(self, model, is_created=False):
+        return url_for(".edit_view", id=model.id)
+
+
+class StaffView(OwnerOnly, ShopModelView):
+    column_list = ["email", "name", "role", "active", "created_at"]
+    column_details_list = column_list
+    column_default_sort = "email"
+    form_columns = ["email", "name", "role", "active", "password"]
+    form_extra_fields = {
+        "password": NewPasswordField(
+            "Password",
+            validators=[Optional(), Length(min=8, max=200)],
+            description="At least 8 characters. Leave empty to keep the current one.",
+        )
+    }
+    form_overrides = {"role": SelectField}
+    form_args = {
+        "email": {"validators": [DataRequired(), Email(), Length(max=254)]},
+        "role": {"choices": [(r.value, r.value) for r in StaffRole]},
+    }
+    integrity_messages = {"uq_staff_users_email": "That email already has a staff account."}
+    in_use_message = "This account has made changes (e.g. refunds): deactivate it instead."
+
+    def on_model_change(self, form, model, is_created):
+        super().on_model_change(form, model, is_created)
+        model.email = model.email.strip().lower()
+        if form.password.data:
+            model.set_password(form.password.data)
+        elif is_created:
+            raise ValidationError("A new account needs a password.")
+        if model.id == current_user.id and (not model.active or not model.is_owner):
+            # Otherwise the shop could lose its last way into these pages.
+            raise ValidationError("You cannot demote or deactivate your own account.")
+
+    def on_model_delete(self, model):
+        if model.id == current_user.id:
+            raise ValidationError("You cannot delete your own account.")

@@ -1,0 +1,180 @@
+"""Fixtures and helpers for the admin panel's tests: two shops, logged-in clients, CSRF."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from recovery.models import (
+    Appointment,
+    AppointmentStatus,
+    Customer,
+    Message,
+    OpeningStatus,
+    Payment,
+    PaymentStatus,
+    Resource,
+    Service,
+    Shop,
+    SlotOffer,
+    SlotOpening,
+    StaffUser,
+)
+from tests import factories as f
+
+PASSWORD = "pw-123456"
+CSRF_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
+
+
+@dataclass
+class World:
+    """One shop with one of everything the admin shows."""
+
+    shop: Shop
+    owner: StaffUser
+    clerk: StaffUser  # plain staff
+    chair: Resource
+    service: Service
+    customers: list[Customer]
+    booking: Appointment  # paid, booked, tomorrow
+    payment: Payment  # the booking's (succeeded) deposit
+    opening: SlotOpening
+    offer: SlotOffer  # live, on the opening
+    held: Appointment  # pending_payment, won from the opening
+    pending: Payment  # the held booking's deposit, waiting
+    message: Message
+
+
+def build_world(session, now, name: str) -> World:
+    shop = f.shop(session, name=name)
+    owner = f.staff(session, shop, password=PASSWORD, role="owner")
+    clerk = f.staff(session, shop, password=PASSWORD, role="staff")
+    chair = f.resource(session, shop)
+    service = f.service(session, shop)
+    customers = [
+        f.customer(session, shop, name=f"{name} C{i}", last_settled_at=now - timedelta(days=i + 1))
+        for i in range(3)
+    ]
+    booking = f.appointment(
+        session, chair, customers[0], service, starts_at=now + timedelta(days=1)
+    )
+    payment = f.payment(session, booking)
+    cancelled = f.appointment(
+        session,
+        chair,
+        customers[1],
+        service,
+        starts_at=now + timedelta(days=2),
+        status=AppointmentStatus.CANCELLED,
+        cancelled_at=now - timedelta(hours=1),
+    )
+    opening = f.opening(session, cancelled, status=OpeningStatus.OPEN, created_at=now)
+    offer = f.offer(session, opening, customers[2], sent_at=now, expires_at=now + timedelta(minutes=15))
+    held = f.appointment(
+        session,
+        chair,
+        customers[2],
+        service,
+        starts_at=now + timedelta(days=3),
+        status=AppointmentStatus.PENDING_PAYMENT,
+    )
+    pending = f.payment(session, held, status=PaymentStatus.PENDING)
+    message = Message(
+        shop_id=shop.id,
+        customer_id=customers[2].id,
+        slot_offer_id=offer.id,
+        direction="outbound",
+        from_number=shop.sms_from_number,
+        to_number=customers[2].phone,
+        body=f"{name}: A slot opened.",
+        purpose="offer",
+        status="sent",
+        cost_estimate_minor=4,
+        created_at=now,
+    )
+    session.add(message)
+    session.flush()
+    return World(
+        shop, owner, clerk, chair, service, customers, booking, payment, opening, offer, held,
+        pending, message,
+    )
+
+
+def csrf_token(client: FlaskClient, url: str = "/admin/") -> str:
+    """The CSRF token of the client's session, read from a page that has a form."""
+    page = client.get(url).get_data(as_text=True)
+    match = CSRF_RE.search(page)
+    assert match, f"no CSRF token on {url}"
+    return match.group(1)
+
+
+def login(client: FlaskClient, email: str, password: str = PASSWORD):
+    token = csrf_token(client, "/login")
+    return client.post("/login", data={"csrf_token": token, "email": email, "password": password})
+
+
+def post(client: FlaskClient, url: str, data: dict | None = None, **kw):
+    """POST with the session's CSRF token, like a form in the page would."""
+    return client.post(url, data={"csrf_token": csrf_token(client), **(data or {})}, **kw)
+
+
+def act(client: FlaskClient, endpoint: str, action: str, *ids: int, **kw):
+    """Run a list action (the "With selected" menu) on rows."""
+    data = {"action": action, "rowid": [str(i) for i in ids], "url": f"/admin/{endpoint}/"}
+    return post(client, f"/admin/{endpoint}/action/", data, **kw)
+
+
+@pytest.fixture
+def two_shops(session, clock, recorder) -> tuple[World, World]:
+    a = build_world(session, clock.now, "Shop A")
+    b = build_world(session, clock.now, "Shop B")
+    session.commit()
+    return a, b
+
+
+@pytest.fixture
+def shop_a(two_shops) -> World:
+    return two_shops[0]
+
+
+@pytest.fixture
+def shop_b(two_shops) -> World:
+    return two_shops[1]
+
+
+@pytest.fixture
+def owner_client(app: Flask, shop_a: World) -> Iterator[FlaskClient]:
+    """A client logged in as shop A's owner."""
+    client = app.test_client()
+    assert login(client, shop_a.owner.email).status_code == 302
+    yield client
+
+
+@pytest.fixture
+def clerk_client(app: Flask, shop_a: World) -> Iterator[FlaskClient]:
+    """A client logged in as shop A's plain staff member."""
+    client = app.test_client()
+    assert login(client, shop_a.clerk.email).status_code == 302
+    yield client
+
+
+__all__ = [
+    "PASSWORD",
+    "World",
+    "act",
+    "build_world",
+    "clerk_client",
+    "csrf_token",
+    "login",
+    "owner_client",
+    "post",
+    "shop_a",
+    "shop_b",
+    "two_shops",
+]
