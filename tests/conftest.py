@@ -10,6 +10,9 @@
 from __future__ import annotations
 
 import os
+import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -24,6 +27,7 @@ from app import create_app
 from recovery.db import CLOCK_EXTENSION, RecoverySession, db
 from recovery.effects import DISPATCHER_EXTENSION
 from tests.fake_twilio import FakeTwilio
+from tests.processes import free_port, running, wait_until
 from tests.support import Clock, Driver, RecordingDispatcher, installed
 
 PG_ADMIN_DSN = os.environ.get("TEST_PG_ADMIN_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -186,6 +190,42 @@ def twilio_app(make_app, fake_twilio: FakeTwilio) -> Flask:
         TWILIO_AUTH_TOKEN=fake_twilio.auth_token,
         TWILIO_FROM_NUMBER="+447700900000",
         TWILIO_API_BASE_URL=fake_twilio.base_url,
+    )
+
+
+@pytest.fixture(scope="session")
+def localstripe(tmp_path_factory) -> Iterator[str]:
+    """A real HTTP Stripe API fake on loopback; returns its base URL."""
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("localstripe")
+    cmd = [sys.executable, "-m", "tests.localstripe_server", str(port), str(data_dir)]
+    with running(cmd, dict(os.environ)) as proc:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(base), timeout=20, what="localstripe", proc=proc)
+        yield base
+
+
+def _answers(base: str) -> bool:
+    try:
+        urllib.request.urlopen(base + "/v1/balance", timeout=1)  # noqa: S310 (loopback)
+    except urllib.error.HTTPError:
+        return True  # it answered (401 without a key)
+    except OSError:
+        return False
+    return True
+
+
+STRIPE_WEBHOOK_SECRET = "whsec_test_secret"
+
+
+@pytest.fixture
+def stripe_app(make_app, localstripe: str) -> Flask:
+    """The app with real Stripe settings, its SDK pointed at localstripe."""
+    return make_app(
+        STRIPE_SECRET_KEY="sk_test_local",
+        STRIPE_PUBLISHABLE_KEY="pk_test_local",
+        STRIPE_WEBHOOK_SECRET=STRIPE_WEBHOOK_SECRET,
+        STRIPE_API_BASE_URL=localstripe,
     )
 
 

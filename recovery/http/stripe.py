@@ -32,7 +32,8 @@ def stripe_event():
     except (ValueError, stripe.SignatureVerificationError) as exc:
         log.warning("stripe webhook refused: %s", exc)
         return jsonify(error="invalid payload or signature"), 400
-    outcome = record_stripe_event(db.session, event.to_dict(), utcnow())
+    data = event.to_dict()
+    outcome = record_stripe_event(db.session, data, utcnow())
     db.session.commit()
-    log.info("stripe event %s (%s): %s", event.get("id"), event.get("type"), outcome)
+    log.info("stripe event %s (%s): %s", data.get("id"), data.get("type"), outcome)
     return jsonify(received=True, outcome=outcome)

@@ -1,0 +1,153 @@
+"""Deposit rules, the sandbox payment page, refund limits under concurrency, and repairs.
+
+The Stripe flows themselves are in ``test_stripe_payments.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+from recovery import loop, refunds
+from recovery.db import db
+from recovery.effects import Kind
+from recovery.models import (
+    DepositKind,
+    OfferStatus,
+    Payment,
+    Refund,
+    Service,
+    SlotOffer,
+    SlotOpening,
+)
+from recovery.money import deposit_minor, format_money
+from recovery.sweep import sweep_batch
+from tests import factories as f
+from tests.scenario import scene
+from tests.test_races import at_once
+
+
+def service(kind: DepositKind, value: int, price: int = 4550) -> Service:
+    return Service(
+        name="Cut", duration_minutes=30, price_minor=price, deposit_kind=kind, deposit_value=value
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "price", "deposit"),
+    [
+        (DepositKind.NONE, 0, 4550, 0),
+        (DepositKind.FIXED, 1000, 4550, 1000),
+        (DepositKind.FIXED, 9000, 4550, 4550),  # never more than the price
+        (DepositKind.PERCENT, 20, 4550, 910),
+        (DepositKind.PERCENT, 25, 4550, 1138),  # 1137.5 rounds half up
+        (DepositKind.PERCENT, 100, 4550, 4550),
+        (DepositKind.FULL, 0, 4550, 4550),
+        (DepositKind.PERCENT, 30, 5000, 1500),  # JPY: the minor unit is the yen
+    ],
+)
+def test_deposit_policy_in_integer_minor_units(kind, value, price, deposit):
+    assert deposit_minor(service(kind, value, price)) == deposit
+
+
+def test_money_is_shown_in_the_shops_currency():
+    assert format_money(1138, "GBP", "en_GB") == "£11.38"
+    assert format_money(1500, "JPY", "ja_JP") == "￥1,500"
+    assert format_money(2000, "EUR", "de_DE") == "20\u00a0€"
+
+
+@pytest.mark.parametrize("kind", [DepositKind.PERCENT, DepositKind.FULL])
+def test_a_recovered_booking_asks_the_same_deposit_as_a_normal_one(session, clock, kind):
+    s = scene(session, clock.now)
+    s.service.deposit_kind, s.service.deposit_value = kind, 40
+    loop.cancel_appointment(session, s.booking.id, now=clock.now)
+    loop.offer_next(session, _opening_id(session), clock.now)
+    offer = session.scalar(select(SlotOffer).where(SlotOffer.status == OfferStatus.SENT))
+    won = loop.accept_offer(session, offer.id, now=clock.now)
+    assert won.payment.amount_minor == deposit_minor(s.service)
+    assert won.payment.currency == s.shop.currency
+    assert won.appointment.status == "pending_payment"
+
+
+def _opening_id(session) -> int:
+    return session.scalar(select(SlotOpening.id))
+
+
+def test_sandbox_page_says_it_is_a_sandbox(session, clock, client, app):
+    s = scene(session, clock.now)
+    loop.cancel_appointment(session, s.booking.id, now=clock.now)
+    loop.offer_next(session, _opening_id(session), clock.now)
+    offer = session.scalar(select(SlotOffer).where(SlotOffer.status == OfferStatus.SENT))
+    won = loop.accept_offer(session, offer.id, now=clock.now)
+    session.commit()
+    html = client.get(f"/pay/{won.payment.token}").get_data(as_text=True)
+    assert "Sandbox payment" in html and "no card is charged" in html
+    assert "js.stripe.com" not in html
+    assert won.payment.provider == "sandbox"
+
+
+def test_stripe_webhook_without_a_configured_secret_refuses_everything(client):
+    response = client.post(
+        "/webhooks/stripe", data=b"{}", headers={"Stripe-Signature": "t=1,v1=00"}
+    )
+    assert response.status_code == 400
+
+
+def test_concurrent_refunds_never_exceed_what_was_paid(app, committed):
+    """Two staff refund £15 of a £20 deposit at the same moment: one is refused."""
+    s = scene(committed, datetime.now(UTC))
+    payment_id = s.booking.payments[0].id
+    committed.commit()
+
+    def refund(key):
+        def call():
+            with app.app_context():
+                try:
+                    refunds.request_refund(db.session, payment_id, 1500, "goodwill", key)
+                    db.session.commit()
+                    return "ok"
+                except refunds.RefundError as exc:
+                    db.session.rollback()
+                    return str(exc)
+                finally:
+                    db.session.remove()
+
+        return call
+
+    for trial in range(10):
+        results = at_once(refund(f"a-{trial}"), refund(f"b-{trial}"))
+        committed.expire_all()
+        payment = committed.get(Payment, payment_id)
+        assert payment.refunded_minor <= payment.amount_minor
+        if trial == 0:
+            assert sorted(results)[1] == "ok" and "at most £5" in sorted(results)[0]
+        else:
+            assert all("at most £5" in r for r in results)
+    refunds_made = committed.scalars(select(Refund).where(Refund.payment_id == payment_id)).all()
+    assert [r.amount_minor for r in refunds_made] == [1500]
+
+
+def test_sweep_repairs_lost_refund_and_cancellation_jobs(session, clock, recorder):
+    s = scene(session, clock.now)
+    payment = s.booking.payments[0]
+    refund = refunds.request_refund(session, payment.id, 500, "goodwill", "k1", now=clock.now)
+    released = f.payment(
+        session,
+        s.booking,
+        provider="stripe",
+        provider_ref="pi_owed",
+        status="canceled",
+        updated_at=clock.now,
+    )
+    session.flush()
+    recorder.clear()
+
+    report = sweep_batch(session, clock.now + timedelta(seconds=10))
+    assert report.requeued_payment_work == 0  # too soon: their jobs may still be running
+    report = sweep_batch(session, clock.now + timedelta(minutes=2))
+    assert report.requeued_payment_work == 2
+    session.commit()
+    assert (refund.id,) in [e.args for e in recorder.of_kind(Kind.REFUND)]
+    assert (released.id,) in [e.args for e in recorder.of_kind(Kind.CANCEL_PAYMENT)]
