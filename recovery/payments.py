@@ -1,7 +1,8 @@
 """Payment requests for bookings, through a gateway chosen by configuration.
 
 Payment status is a small state machine: ``pending`` -> ``succeeded`` | ``failed`` |
-``canceled``. A repeated or late transition is a logged no-op, never a crash.
+``canceled``, and ``failed``/``canceled`` -> ``succeeded`` only when money arrives for a
+released hold (it is then refunded in full). A repeated transition is a no-op.
 """
 
 from __future__ import annotations
