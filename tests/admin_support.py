@@ -75,7 +75,8 @@ def build_world(session, now, name: str) -> World:
         cancelled_at=now - timedelta(hours=1),
     )
     opening = f.opening(session, cancelled, status=OpeningStatus.OPEN, created_at=now)
-    offer = f.offer(session, opening, customers[2], sent_at=now, expires_at=now + timedelta(minutes=15))
+    expires = now + timedelta(minutes=15)
+    offer = f.offer(session, opening, customers[2], sent_at=now, expires_at=expires)
     held = f.appointment(
         session,
         chair,
@@ -101,8 +102,19 @@ def build_world(session, now, name: str) -> World:
     session.add(message)
     session.flush()
     return World(
-        shop, owner, clerk, chair, service, customers, booking, payment, opening, offer, held,
-        pending, message,
+        shop,
+        owner,
+        clerk,
+        chair,
+        service,
+        customers,
+        booking,
+        payment,
+        opening,
+        offer,
+        held,
+        pending,
+        message,
     )
 
 
@@ -164,17 +176,5 @@ def clerk_client(app: Flask, shop_a: World) -> Iterator[FlaskClient]:
     yield client
 
 
-__all__ = [
-    "PASSWORD",
-    "World",
-    "act",
-    "build_world",
-    "clerk_client",
-    "csrf_token",
-    "login",
-    "owner_client",
-    "post",
-    "shop_a",
-    "shop_b",
-    "two_shops",
-]
+# What ``from tests.admin_support import *`` brings into a test module: the fixtures.
+__all__ = ["clerk_client", "owner_client", "shop_a", "shop_b", "two_shops"]

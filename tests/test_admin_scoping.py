@@ -16,16 +16,8 @@ from recovery.models import (
     SlotOffer,
     SlotOpening,
 )
-from tests.admin_support import (  # noqa: F401 (fixtures)
-    act,
-    clerk_client,
-    csrf_token,
-    owner_client,
-    post,
-    shop_a,
-    shop_b,
-    two_shops,
-)
+from tests.admin_support import *  # noqa: F403 (the shared fixtures)
+from tests.admin_support import act, post
 
 # view endpoint -> the World attribute holding that view's row
 VIEWS = {
