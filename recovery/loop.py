@@ -162,6 +162,12 @@ def cancel_appointment(
 
 
 def _refund_by_policy(session: Session, appt: Appointment, now: datetime) -> None:
+    """Money of a cancelled booking: paid deposits refunded by policy, and a deposit
+    still being asked for is closed so it can no longer be paid."""
+    pending = pending_payment_for(session, appt.id)
+    if pending is not None:
+        pending.status = PaymentStatus.CANCELED
+        close_payment(session, pending, now)
     refunded = refund_cancelled_booking(session, appt, now)
     if refunded:
         body = texts.cancelled_refunded(appt.shop, appt.starts_at, now, refunded)

@@ -151,3 +151,20 @@ def test_sweep_repairs_lost_refund_and_cancellation_jobs(session, clock, recorde
     session.commit()
     assert (refund.id,) in [e.args for e in recorder.of_kind(Kind.REFUND)]
     assert (released.id,) in [e.args for e in recorder.of_kind(Kind.CANCEL_PAYMENT)]
+
+
+def test_cancelling_an_unpaid_booking_closes_its_payment_request(session, clock):
+    s = scene(session, clock.now)
+    unpaid = f.appointment(
+        session,
+        s.chair,
+        s.owner,
+        s.service,
+        starts_at=clock.now + timedelta(days=3),
+        status="pending_payment",
+    )
+    request = f.payment(session, unpaid, status="pending")
+    result = loop.cancel_appointment(session, unpaid.id, now=clock.now)
+    assert result.opening is None and "not paid" in result.note
+    assert request.status == "canceled" and request.provider_closed_at == clock.now
+    assert request.refunds == []
