@@ -10,6 +10,7 @@ from flask_admin.actions import action
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import HiddenField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
 
 from admin import display
@@ -172,7 +173,7 @@ class AppointmentView(ShopModelView):
         refundable = [p for p in appt.payments if p.refundable_minor > 0]
         form = RefundForm()
         form.payment_id.choices = [
-            (
+            SelectChoice(
                 p.id,
                 f"#{p.id}: {display.money(p.amount_minor, p.currency)} paid, "
                 f"{display.money(p.refundable_minor, p.currency)} refundable",

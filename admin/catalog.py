@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from wtforms import SelectField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
     DataRequired,
     InputRequired,
@@ -19,10 +20,10 @@ from recovery.models import DepositKind
 from recovery.money import deposit_minor
 
 DEPOSIT_CHOICES = [
-    (DepositKind.NONE.value, "No deposit"),
-    (DepositKind.FIXED.value, "Fixed amount"),
-    (DepositKind.PERCENT.value, "Percentage of the price"),
-    (DepositKind.FULL.value, "Full prepayment"),
+    SelectChoice(DepositKind.NONE.value, "No deposit"),
+    SelectChoice(DepositKind.FIXED.value, "Fixed amount"),
+    SelectChoice(DepositKind.PERCENT.value, "Percentage of the price"),
+    SelectChoice(DepositKind.FULL.value, "Full prepayment"),
 ]
 
 

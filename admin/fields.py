@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
+from babel.numbers import get_currency_precision
 from flask_admin.contrib.sqla.fields import QuerySelectField
 from wtforms import DateTimeLocalField, DecimalField, IntegerField, PasswordField
 from wtforms.fields.choices import Choice
@@ -46,7 +47,8 @@ class MoneyField(DecimalField):
 
     def process_data(self, value):
         if isinstance(value, int):
-            value = Decimal(value) / minor_per_unit(shop().currency)
+            # 4550 -> Decimal("45.50"): the currency's own number of decimals.
+            value = Decimal(value).scaleb(-get_currency_precision(shop().currency))
         super().process_data(value)
 
     def pre_validate(self, form):

@@ -10,7 +10,16 @@ from flask import redirect, url_for
 from flask_admin import expose
 from flask_login import current_user
 from wtforms import SelectField
-from wtforms.validators import DataRequired, Email, Length, NumberRange, Optional, ValidationError
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import (
+    DataRequired,
+    InputRequired,
+    Length,
+    NumberRange,
+    Optional,
+    Regexp,
+    ValidationError,
+)
 
 from admin.base import OwnerOnly, ShopModelView
 from admin.fields import NewPasswordField
@@ -47,8 +56,12 @@ def _optional_phone(form, field) -> None:
         raise ValidationError(str(exc)) from None
 
 
+# A light check (one @, a dot in the domain): the login form is the real test of it.
+EMAIL = Regexp(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", message="Not an email address.")
+
+
 def _minutes(low: int, high: int):
-    return [DataRequired(), NumberRange(low, high)]
+    return [InputRequired(), NumberRange(low, high)]
 
 
 class ShopSettingsView(OwnerOnly, ShopModelView):
@@ -129,8 +142,8 @@ class StaffView(OwnerOnly, ShopModelView):
     }
     form_overrides = {"role": SelectField}
     form_args = {
-        "email": {"validators": [DataRequired(), Email(), Length(max=254)]},
-        "role": {"choices": [(r.value, r.value) for r in StaffRole]},
+        "email": {"validators": [DataRequired(), EMAIL, Length(max=254)]},
+        "role": {"choices": [SelectChoice(r.value) for r in StaffRole]},
     }
     integrity_messages = {"uq_staff_users_email": "That email already has a staff account."}
     in_use_message = "This account has made changes (e.g. refunds): deactivate it instead."

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
-from flask import Flask
+from flask import Flask, g, has_app_context
 from flask.testing import FlaskClient
 
 from recovery.models import (
@@ -118,8 +118,18 @@ def build_world(session, now, name: str) -> World:
     )
 
 
+def forget_cached_request_state() -> None:
+    """The ``session`` fixture keeps one app context for the whole test, so ``g`` outlives
+    each request: Flask-Login caches the user and Flask-WTF the CSRF token there. Forget
+    both, or a second client inherits the first one's."""
+    if has_app_context():
+        g.pop("_login_user", None)
+        g.pop("csrf_token", None)
+
+
 def csrf_token(client: FlaskClient, url: str = "/admin/") -> str:
     """The CSRF token of the client's session, read from a page that has a form."""
+    forget_cached_request_state()
     page = client.get(url).get_data(as_text=True)
     match = CSRF_RE.search(page)
     assert match, f"no CSRF token on {url}"
@@ -127,6 +137,7 @@ def csrf_token(client: FlaskClient, url: str = "/admin/") -> str:
 
 
 def login(client: FlaskClient, email: str, password: str = PASSWORD):
+    forget_cached_request_state()
     token = csrf_token(client, "/login")
     return client.post("/login", data={"csrf_token": token, "email": email, "password": password})
 
