@@ -11,9 +11,8 @@ from sqlalchemy import func, select
 from admin import display
 from admin.base import ShopModelView
 from admin.filters import local_date_filters, status_filter
-from admin.operations import expire_offer_now, retrigger
 from recovery.db import db, utcnow
-from recovery.loop import expire_opening
+from recovery.loop import expire_offer_now, expire_opening, retrigger
 from recovery.models import (
     Appointment,
     AppointmentStatus,

@@ -287,6 +287,31 @@ def expire_offer(session: Session, offer_id: int, now: datetime | None = None) -
     return f"expired; next: {offer_next(session, opening.id, now)}"
 
 
+def expire_offer_now(session: Session, offer_id: int, now: datetime | None = None) -> str:
+    """Staff cut a live offer short: its deadline becomes now, then it expires like any
+    other (``expire_offer`` refuses early runs, which protects offers from early jobs).
+    The scheduled expiry job later finds it expired and does nothing."""
+    now = now or utcnow()
+    offer = session.get(SlotOffer, offer_id)
+    if offer is None:
+        return "no such offer"
+    lock_opening(session, offer.slot_opening_id)
+    offer = _reload(session, SlotOffer, offer_id)
+    if offer.status != OfferStatus.SENT:
+        return f"offer already {offer.status}"
+    offer.expires_at = min(offer.expires_at, now)
+    session.flush()
+    return expire_offer(session, offer.id, now)
+
+
+def retrigger(session: Session, opening_id: int, now: datetime | None = None) -> str:
+    """Staff: offer the opening to the next customer now, cutting short any live offer."""
+    offer = live_offer(session, opening_id)
+    if offer is not None:
+        return expire_offer_now(session, offer.id, now)
+    return str(offer_next(session, opening_id, now))
+
+
 def decline_offer(session: Session, offer_id: int, now: datetime | None = None) -> bool:
     """The customer said NO (or STOP): decline and offer the next customer at once."""
     now = now or utcnow()
