@@ -32,6 +32,9 @@ lint: $(VENV)/.dev ## ruff: lint and format check
 test: lint ## Lint, then the whole test suite (needs PostgreSQL and Redis on 127.0.0.1)
 	$(BIN)/pytest
 
+bench: $(VENV)/.dev ## Benchmarks on real processes (~15 min; BENCH_ARGS=--quick for a smoke run)
+	$(BIN)/python -m bench --write-doc $(BENCH_ARGS)
+
 format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
