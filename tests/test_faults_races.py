@@ -47,7 +47,7 @@ from tests import factories as f
 from tests.twilio_signing import new_sid, reply_text, signed_post
 
 TRIALS = int(os.environ.get("RACE_STORM_TRIALS", "1000"))
-LANES = int(os.environ.get("RACE_STORM_LANES", "20"))  # trials run at once in one batch
+LANES = int(os.environ.get("RACE_STORM_LANES", "40"))  # trials run at once in one batch
 KINDS = ("rivals", "redelivery", "expiry", "payment_failure")
 PAY = "Pay the"
 ACTIVE = ("pending_payment", "booked")
