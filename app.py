@@ -49,8 +49,16 @@ def _engine_options(cfg: dict) -> dict:
         # The embedded mode writes from the request thread and the job thread: wait for
         # the other writer instead of failing with "database is locked".
         return {"connect_args": {"timeout": 30}}
-    # pre_ping: a PostgreSQL restart costs one reconnect, not a failed request.
-    return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 5}
+    return {
+        # pre_ping: a PostgreSQL restart costs one reconnect, not a failed request.
+        "pool_pre_ping": True,
+        "pool_size": 5,
+        "max_overflow": 5,
+        # psycopg prepares a statement after five runs, and PostgreSQL may then reuse one
+        # generic plan for every opening and time: the eligibility query got ~10x slower
+        # (BENCHMARKS.md, B5). Plan each execution for its own parameters.
+        "connect_args": {"options": "-c plan_cache_mode=force_custom_plan"},
+    }
 
 
 def _init_jobs(app: Flask) -> None:

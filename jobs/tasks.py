@@ -57,8 +57,15 @@ def expire_offer(offer_id: int) -> str:
     return _one_transition(loop.expire_offer, offer_id)
 
 
-def release_hold(appointment_id: int) -> bool:
-    return _one_transition(loop.release_hold, appointment_id)
+def release_hold(appointment_id: int) -> str:
+    """The payment deadline: confirm if the gateway has the money, else release the slot."""
+    app = job_app()
+    with app.app_context():
+        outcome = settlement.release_unless_paid(
+            db.session, appointment_id, lambda provider: gateway_for(app, provider), utcnow()
+        )
+        db.session.commit()
+        return outcome
 
 
 def _payment_job(work, payment_id: int) -> str:

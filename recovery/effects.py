@@ -81,6 +81,10 @@ def current_dispatcher() -> Dispatcher | None:
 
 @event.listens_for(RecoverySession, "after_commit")
 def _dispatch_after_commit(session: Session) -> None:
+    # SQLAlchemy fires after_commit when a SAVEPOINT is released too (``try_insert`` uses
+    # one): only the outermost commit makes the rows visible to the jobs that read them.
+    if session.in_nested_transaction():
+        return
     effects = session.info.pop(_PENDING, [])
     if not effects:
         return

@@ -29,6 +29,7 @@ from recovery.models import Payment
 
 log = logging.getLogger(__name__)
 
+HTTP_TIMEOUT_SECONDS = 10
 SANDBOX = "sandbox"
 STRIPE = "stripe"
 _EXTENSION = "recovery.gateways"
@@ -49,23 +50,33 @@ class IntentState(enum.StrEnum):
     CANCELED = "canceled"
 
 
+@dataclass(frozen=True)
+class Intent:
+    """The gateway's view of one payment."""
+
+    ref: str
+    state: IntentState
+    client_secret: str | None = None  # handed to the customer's browser only
+
+
 class PaymentGateway(Protocol):
+    """Every call may go over the network: callers hold no database row locks."""
+
     name: str
 
-    def start(self, payment: Payment) -> str:
-        """Create the gateway's object for ``payment`` (idempotent); returns its id."""
+    def start(self, payment: Payment) -> Intent:
+        """Create the gateway's object for ``payment`` (idempotent per payment)."""
         ...
 
-    def client_secret(self, provider_ref: str) -> str | None: ...
-
-    def state(self, provider_ref: str) -> IntentState: ...
+    def lookup(self, provider_ref: str) -> Intent: ...
 
     def cancel(self, provider_ref: str) -> IntentState:
         """Stop the customer paying; returns the state after (``SUCCEEDED`` if too late)."""
         ...
 
     def refund(self, provider_ref: str, amount_minor: int, idempotency_key: str) -> str:
-        """Refund part or all of a succeeded payment; returns the refund's id."""
+        """Refund part or all of a succeeded payment; returns the refund's id.
+        Raises ``GatewayRefused`` if the gateway will not make it."""
         ...
 
 
@@ -74,14 +85,11 @@ class SandboxGateway:
 
     name = SANDBOX
 
-    def start(self, payment: Payment) -> str:
-        return f"sandbox_{payment.token}"
+    def start(self, payment: Payment) -> Intent:
+        return Intent(f"sandbox_{payment.token}", IntentState.PENDING)
 
-    def client_secret(self, provider_ref: str) -> str | None:
-        return None
-
-    def state(self, provider_ref: str) -> IntentState:
-        return IntentState.PENDING  # only staff decide a sandbox payment's outcome
+    def lookup(self, provider_ref: str) -> Intent:
+        return Intent(provider_ref, IntentState.PENDING)  # only staff decide the outcome
 
     def cancel(self, provider_ref: str) -> IntentState:
         return IntentState.CANCELED
@@ -118,10 +126,12 @@ class StripeGateway:
             self.secret_key,
             base_addresses={"api": self.api_base} if self.api_base else None,
             max_network_retries=2,  # the SDK retries connection errors with the same key
+            # Well inside the 30 s job and request timeouts (the SDK's default is 80 s).
+            http_client=stripe.new_default_http_client(timeout=HTTP_TIMEOUT_SECONDS),
         )
 
     @_stripe_errors
-    def start(self, payment: Payment) -> str:
+    def start(self, payment: Payment) -> Intent:
         intent = self.client.v1.payment_intents.create(
             params={
                 "amount": payment.amount_minor,
@@ -132,26 +142,23 @@ class StripeGateway:
                     "appointment_id": str(payment.appointment_id),
                 },
             },
-            # A retry, or two page loads at once, gets the same intent back.
+            # A retry, or two page loads at once, gets the same intent back. The token is
+            # random, so keys never collide between deployments sharing one account.
             options={"idempotency_key": f"slot-recovery-intent-{payment.token}"},
         )
-        return intent.id
+        return _view(intent)
 
     @_stripe_errors
-    def client_secret(self, provider_ref: str) -> str | None:
-        return self.client.v1.payment_intents.retrieve(provider_ref).client_secret
-
-    @_stripe_errors
-    def state(self, provider_ref: str) -> IntentState:
-        return _intent_state(self.client.v1.payment_intents.retrieve(provider_ref))
+    def lookup(self, provider_ref: str) -> Intent:
+        return _view(self.client.v1.payment_intents.retrieve(provider_ref))
 
     def cancel(self, provider_ref: str) -> IntentState:
         try:
-            return _intent_state(self._cancel(provider_ref))
+            return _view(self._cancel(provider_ref)).state
         except GatewayRefused:
-            # Stripe refuses to cancel an intent that already succeeded or was cancelled:
-            # what matters is the state it is in.
-            return self.state(provider_ref)
+            # Stripe refuses to cancel an intent that succeeded, was cancelled already, or
+            # is processing: what matters is the state it is in.
+            return self.lookup(provider_ref).state
 
     @_stripe_errors
     def _cancel(self, provider_ref: str):
@@ -163,17 +170,21 @@ class StripeGateway:
             params={"payment_intent": provider_ref, "amount": amount_minor},
             options={"idempotency_key": idempotency_key},
         )
+        if refund.status in ("failed", "canceled"):
+            raise GatewayRefused(f"stripe refund {refund.id} {refund.status}")
         return refund.id
 
 
-def _intent_state(intent) -> IntentState:
+def _view(intent) -> Intent:
     if intent.status == "succeeded":
-        return IntentState.SUCCEEDED
-    if intent.status == "canceled":
-        return IntentState.CANCELED
-    if intent.status == "requires_payment_method" and intent.last_payment_error:
-        return IntentState.FAILED
-    return IntentState.PENDING
+        state = IntentState.SUCCEEDED
+    elif intent.status == "canceled":
+        state = IntentState.CANCELED
+    elif intent.status == "requires_payment_method" and intent.last_payment_error:
+        state = IntentState.FAILED
+    else:
+        state = IntentState.PENDING
+    return Intent(intent.id, state, intent.client_secret)
 
 
 def configured_gateway_name(app: Flask) -> str:

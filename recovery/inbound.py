@@ -84,8 +84,15 @@ class Reply:
     duplicate: bool = False
 
 
-def handle_inbound(session: Session, sms: InboundSms, now: datetime) -> Reply:
-    """Everything an inbound SMS does. The caller commits, then answers with ``text``."""
+def handle_inbound(
+    session: Session, sms: InboundSms, now: datetime, *, shop_id: int | None = None
+) -> Reply:
+    """Everything an inbound SMS does. The caller commits, then answers with ``text``.
+
+    ``shop_id`` restricts it to that shop's customers (the admin's simulated reply, which
+    must not reach another shop's customers who share the sender number); Twilio's
+    webhook leaves it None: the sender is whichever shops text from that number.
+    """
     inbound = Message(
         direction=Direction.INBOUND,
         from_number=sms.from_number[:32],
@@ -100,7 +107,7 @@ def handle_inbound(session: Session, sms: InboundSms, now: datetime) -> Reply:
         log.info("duplicate delivery of %s ignored", sms.sid)
         return Reply(None, duplicate=True)
 
-    customers = _customers_for(session, sms)
+    customers = _customers_for(session, sms, shop_id)
     if not customers:
         return _answer(session, None, None, sms, texts.unknown_number(), now)
     primary = customers[0]
@@ -142,8 +149,9 @@ def _answer(
     return Reply(text)
 
 
-def _customers_for(session: Session, sms: InboundSms) -> list[Customer]:
-    """The sender as a customer of each shop that texts from the number they wrote to."""
+def _customers_for(session: Session, sms: InboundSms, shop_id: int | None = None) -> list[Customer]:
+    """The sender as a customer of each shop that texts from the number they wrote to
+    (only of shop ``shop_id`` when given)."""
     try:
         phone = normalize_phone(sms.from_number)
     except InvalidPhone:
@@ -155,6 +163,8 @@ def _customers_for(session: Session, sms: InboundSms) -> list[Customer]:
             and_(Shop.sms_from_number.is_(None), literal(default_sender()) == sms.to_number),
         )
     )
+    if shop_id is not None:
+        reached = reached.where(Shop.id == shop_id)
     return list(
         session.scalars(
             select(Customer)

@@ -68,6 +68,17 @@ def _reload(session: Session, model, ident: int):
     )
 
 
+def lock_booking(session: Session, appointment_id: int) -> Appointment | None:
+    """Lock a booking's rows in the one order every transition uses: its source opening
+    (if it came from one), then the appointment; payments are locked after these."""
+    appt = session.get(Appointment, appointment_id)
+    if appt is None:
+        return None
+    if appt.source_slot_opening_id:
+        lock_opening(session, appt.source_slot_opening_id)
+    return lock_row(session, Appointment, appointment_id)
+
+
 def live_offer(session: Session, opening_id: int) -> SlotOffer | None:
     return session.scalar(
         select(SlotOffer).where(
@@ -126,7 +137,7 @@ def cancel_appointment(
     The offer loop starts after the commit.
     """
     now = now or utcnow()
-    appt = lock_row(session, Appointment, appointment_id)
+    appt = lock_booking(session, appointment_id)
     if appt is None:
         raise NotFound(f"no appointment {appointment_id}")
     if appt.status == AppointmentStatus.CANCELLED:
@@ -463,10 +474,20 @@ def mark_settled(customer: Customer, appointment: Appointment) -> None:
 # ---------------------------------------------------------------- payment outcomes
 
 
+HOLD_EXPIRED = "payment not received in time"
+PAYMENT_FAILED = "payment failed"
+LATE_PAYMENT = "paid after the hold was released"
+
+
+def _release_kind(reason: str) -> str:
+    """Which text the customer gets: their payment timed out, failed, or staff cancelled."""
+    return {HOLD_EXPIRED: "expired", PAYMENT_FAILED: "failed"}.get(reason, "cancelled")
+
+
 def release_hold(
     session: Session,
     appointment_id: int,
-    reason: str = "payment not received in time",
+    reason: str = HOLD_EXPIRED,
     now: datetime | None = None,
     force: bool = False,
 ) -> bool:
@@ -477,8 +498,8 @@ def release_hold(
     appt = session.get(Appointment, appointment_id)
     if appt is None or appt.source_slot_opening_id is None:
         return False
-    opening = lock_opening(session, appt.source_slot_opening_id)
-    appt = _reload(session, Appointment, appointment_id)
+    appt = lock_booking(session, appointment_id)
+    opening = session.get(SlotOpening, appt.source_slot_opening_id)
     if appt.status != AppointmentStatus.PENDING_PAYMENT:
         return False
     if not force and appt.payment_due_at and appt.payment_due_at > now:
@@ -506,7 +527,8 @@ def release_hold(
         opening.status = OpeningStatus.OPEN
         opening.filled_at = None
         opening.outcome_note = f"reopened: {reason}"
-    queue_sms(session, appt.shop, appt.customer, texts.hold_released(appt.shop), Purpose.RELEASED)
+    body = texts.hold_released(appt.shop, appt.starts_at, now, why=_release_kind(reason))
+    queue_sms(session, appt.shop, appt.customer, body, Purpose.RELEASED)
     session.flush()
     offer_next(session, opening.id, now)
     return True
@@ -522,11 +544,8 @@ def confirm_payment(session: Session, payment_id: int, now: datetime | None = No
     payment = session.get(Payment, payment_id)
     if payment is None:
         raise NotFound(f"no payment {payment_id}")
-    appt = payment.appointment
-    if appt.source_slot_opening_id:
-        lock_opening(session, appt.source_slot_opening_id)  # the opening first, always
+    appt = lock_booking(session, payment.appointment_id)
     payment = lock_row(session, Payment, payment_id)
-    appt = _reload(session, Appointment, appt.id)
     if payment.status == PaymentStatus.SUCCEEDED:
         return "already succeeded"
     payment.status = PaymentStatus.SUCCEEDED
@@ -543,7 +562,7 @@ def confirm_payment(session: Session, payment_id: int, now: datetime | None = No
             session,
             payment.id,
             payment.amount_minor,
-            "paid after the hold was released",
+            LATE_PAYMENT,
             f"late-{payment.id}",
             now=now,
         )
@@ -569,11 +588,12 @@ def fail_payment(session: Session, payment_id: int, now: datetime | None = None)
     if payment.status != PaymentStatus.PENDING:
         return f"ignored: payment already {payment.status}"
     released = release_hold(
-        session, payment.appointment_id, reason="payment failed", now=now, force=True
+        session, payment.appointment_id, reason=PAYMENT_FAILED, now=now, force=True
     )
     payment = lock_row(session, Payment, payment_id)
-    if payment.status in (PaymentStatus.PENDING, PaymentStatus.CANCELED):
-        payment.status = PaymentStatus.FAILED
-        close_payment(session, payment, now)
+    if payment.status not in (PaymentStatus.PENDING, PaymentStatus.CANCELED):
+        return f"ignored: payment already {payment.status}"
+    payment.status = PaymentStatus.FAILED
+    close_payment(session, payment, now)
     session.flush()
-    return "released" if released else f"ignored: payment already {payment.status}"
+    return "released" if released else "failed"

@@ -66,6 +66,8 @@ def request_refund(
         raise RefundError(f"no payment {payment_id}")
     existing = session.scalar(select(Refund).where(Refund.idempotency_key == idempotency_key))
     if existing is not None:
+        if existing.payment_id != payment.id:
+            raise RefundError("this refund form was already used for another payment")
         return existing
     if payment.status != PaymentStatus.SUCCEEDED:
         raise RefundError(f"only a succeeded payment can be refunded (this is {payment.status})")
@@ -115,7 +117,8 @@ def carry_out(session: Session, refund_id: int, gateway: PaymentGateway, now: da
     """The job's half: call the gateway once for a pending refund.
 
     A refusal fails the refund and releases its reservation; any other gateway error
-    propagates so the job is retried with the same idempotency key.
+    propagates so the job is retried with the same idempotency key. Only this refund's
+    row stays locked during the call, and concurrent runs skip it rather than wait.
     """
     refund = session.scalar(
         select(Refund)
@@ -126,9 +129,10 @@ def carry_out(session: Session, refund_id: int, gateway: PaymentGateway, now: da
         return "nothing to do"
     payment = refund.payment
     try:
-        ref = gateway.refund(
-            payment.provider_ref or "", refund.amount_minor, refund.idempotency_key
-        )
+        # Our key is unique in this database; the payment's random token makes it unique
+        # at the gateway too (deployments may share one Stripe account).
+        key = f"slot-recovery-refund-{payment.token}-{refund.idempotency_key}"
+        ref = gateway.refund(payment.provider_ref or "", refund.amount_minor, key)
     except GatewayRefused as exc:
         refund.status = RefundStatus.FAILED
         refund.error = str(exc)[:255]

@@ -9,7 +9,9 @@ really holds, and the webhook answers at once while the work happens after the c
 
 from __future__ import annotations
 
+import enum
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +22,7 @@ from sqlalchemy.orm import Session
 from recovery import effects, loop
 from recovery.db import lock_row, try_insert
 from recovery.effects import Kind
-from recovery.gateway import STRIPE, IntentState, PaymentGateway
+from recovery.gateway import SANDBOX, STRIPE, GatewayError, IntentState, PaymentGateway
 from recovery.models import (
     Appointment,
     AppointmentStatus,
@@ -28,8 +30,11 @@ from recovery.models import (
     PaymentStatus,
     ProviderEvent,
 )
+from recovery.payments import close_payment
 
 log = logging.getLogger(__name__)
+
+Gateways = Callable[[str], PaymentGateway]  # provider name -> its gateway
 
 # The events that can change a payment. Anything else is acknowledged and ignored.
 PAYMENT_EVENTS = frozenset(
@@ -96,7 +101,7 @@ def sync_payment(session: Session, payment_id: int, gateway: PaymentGateway, now
     payment = session.get(Payment, payment_id)
     if payment is None or payment.provider_ref is None:
         return "nothing to sync"
-    state = gateway.state(payment.provider_ref)
+    state = gateway.lookup(payment.provider_ref).state  # no row locks held during the call
     if state is IntentState.SUCCEEDED:
         return loop.confirm_payment(session, payment.id, now)
     if state in (IntentState.FAILED, IntentState.CANCELED):
@@ -104,11 +109,32 @@ def sync_payment(session: Session, payment_id: int, gateway: PaymentGateway, now
     return f"still {state}"
 
 
+def release_unless_paid(
+    session: Session, appointment_id: int, gateways: Gateways, now: datetime
+) -> str:
+    """The hold's deadline: ask the gateway before giving the slot away.
+
+    If the customer paid in time but the event (or its job) has not reached us, the
+    payment is confirmed instead of released and refunded as late.
+    """
+    payment = session.scalar(
+        select(Payment).where(
+            Payment.appointment_id == appointment_id, Payment.status == PaymentStatus.PENDING
+        )
+    )
+    if payment is not None and payment.provider_ref and payment.provider != SANDBOX:
+        intent = gateways(payment.provider).lookup(payment.provider_ref)
+        if intent.state is IntentState.SUCCEEDED:
+            return loop.confirm_payment(session, payment.id, now)
+    return "released" if loop.release_hold(session, appointment_id, now=now) else "not released"
+
+
 def cancel_at_gateway(session: Session, payment_id: int, gateway: PaymentGateway, now: datetime):
     """Close the gateway side of a released payment, so the customer cannot pay any more.
 
     If the customer paid before the cancellation reached the gateway, the money is
-    there: that is a late payment, refunded in full (``loop.confirm_payment``).
+    there: that is a late payment, refunded in full (``loop.confirm_payment``). An intent
+    that can be neither cancelled nor has succeeded (still processing) is tried again.
     """
     payment = session.get(Payment, payment_id)
     if payment is None or payment.provider_closed_at is not None:
@@ -116,14 +142,27 @@ def cancel_at_gateway(session: Session, payment_id: int, gateway: PaymentGateway
     state = gateway.cancel(payment.provider_ref)
     if state is IntentState.SUCCEEDED:
         outcome = loop.confirm_payment(session, payment.id, now)
-    else:
+    elif state is IntentState.CANCELED:
         outcome = "canceled"
+    else:
+        raise GatewayError(f"intent {payment.provider_ref} is {state}: cannot close it yet")
     payment = lock_row(session, Payment, payment_id)
     payment.provider_closed_at = now
     return outcome
 
 
 # ---------------------------------------------------------------- the payment page
+
+TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+class PageState(enum.StrEnum):
+    PAYABLE = "payable"
+    CONFIRMING = "confirming"  # the gateway has the money; our sync job is on its way
+    PAID = "paid"
+    RELEASED = "released"  # the hold ended unpaid
+    REFUNDED_LATE = "refunded_late"  # paid after release: refunded in full
+    CANCELLED = "cancelled"  # paid, then the booking was cancelled (refund by policy)
 
 
 @dataclass(frozen=True)
@@ -132,35 +171,58 @@ class Checkout:
 
     payment: Payment
     appointment: Appointment
-    state: str  # payable | paid | released | refunded
+    state: PageState
     client_secret: str | None = None
 
 
+def _settled_state(payment: Payment, appt: Appointment) -> PageState | None:
+    """The page's state when there is nothing left to pay; None while payable."""
+    if payment.status == PaymentStatus.SUCCEEDED:
+        if appt.status in (AppointmentStatus.BOOKED, AppointmentStatus.COMPLETED):
+            return PageState.PAID
+        late = any(r.reason == loop.LATE_PAYMENT for r in payment.refunds)
+        return PageState.REFUNDED_LATE if late else PageState.CANCELLED
+    if payment.status != PaymentStatus.PENDING or appt.status != AppointmentStatus.PENDING_PAYMENT:
+        return PageState.RELEASED
+    return None
+
+
 def open_checkout(
-    session: Session, token: str, gateways: Callable[[str], PaymentGateway], now: datetime
+    session: Session, token: str, gateways: Gateways, now: datetime
 ) -> Checkout | None:
     """The page's view of a payment, starting the gateway's intent on first visit.
 
-    The payment row is locked while the intent is created, so the page and a release of
-    the hold never cross: either the release sees the intent and cancels it, or the page
-    sees the release and offers nothing to pay. A hold past its deadline is released
-    here rather than offered (its job may simply not have run yet).
+    Gateway calls happen with no row locked. The intent's id is then stored under the
+    payment's row lock: if the hold was released meanwhile, the fresh intent is cancelled
+    like any other released one, so a lost slot can never be paid for.
     """
+    if not TOKEN_PATTERN.fullmatch(token):
+        return None
     payment = session.scalar(select(Payment).where(Payment.token == token))
     if payment is None:
         return None
     appt = payment.appointment
     due = appt.payment_due_at
     if appt.status == AppointmentStatus.PENDING_PAYMENT and due is not None and due <= now:
-        loop.release_hold(session, appt.id, now=now)
-    payment = lock_row(session, Payment, payment.id)
-    appt = session.get(Appointment, appt.id)
-    if payment.status == PaymentStatus.SUCCEEDED:
-        refunded = appt.status != AppointmentStatus.BOOKED and payment.refunded_minor > 0
-        return Checkout(payment, appt, "refunded" if refunded else "paid")
-    if payment.status != PaymentStatus.PENDING or appt.status != AppointmentStatus.PENDING_PAYMENT:
-        return Checkout(payment, appt, "released")
+        release_unless_paid(session, appt.id, gateways, now)
+    settled = _settled_state(payment, appt)
+    if settled is not None:
+        return Checkout(payment, appt, settled)
+    if payment.provider == SANDBOX:
+        return Checkout(payment, appt, PageState.PAYABLE)
+
     gateway = gateways(payment.provider)
     if payment.provider_ref is None:
-        payment.provider_ref = gateway.start(payment)
-    return Checkout(payment, appt, "payable", gateway.client_secret(payment.provider_ref))
+        intent = gateway.start(payment)
+        payment = lock_row(session, Payment, payment.id)
+        payment.provider_ref = payment.provider_ref or intent.ref
+        if payment.status != PaymentStatus.PENDING:
+            payment.provider_closed_at = None
+            close_payment(session, payment, now)
+            return Checkout(payment, appt, PageState.RELEASED)
+    else:
+        intent = gateway.lookup(payment.provider_ref)
+    if intent.state is IntentState.SUCCEEDED:  # back from paying, before the webhook's job
+        effects.request(session, Kind.SYNC_PAYMENT, payment.id)
+        return Checkout(payment, appt, PageState.CONFIRMING)
+    return Checkout(payment, appt, PageState.PAYABLE, intent.client_secret)

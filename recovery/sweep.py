@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from recovery import effects
 from recovery.effects import Kind
+from recovery.gateway import SANDBOX
 from recovery.loop import expire_offer, offer_next, release_hold
 from recovery.models import (
     Appointment,
@@ -43,6 +44,7 @@ class SweepReport:
     released_holds: int = 0
     requeued_messages: int = 0
     requeued_payment_work: int = 0
+    deferred_holds: int = 0  # overdue holds handed to the release job (gateway check)
 
     @property
     def transitions(self) -> int:
@@ -91,8 +93,16 @@ def sweep_batch(
         offer_next(session, opening_id, now)
     report.restarted_openings = len(idle_openings)
 
-    overdue_holds = session.scalars(
-        select(Appointment.id)
+    # Holds past their deadline. One whose payment has a gateway intent goes to the
+    # release job, which asks the gateway first (no network calls inside the sweep).
+    overdue_holds = session.execute(
+        select(Appointment.id, Payment.provider_ref)
+        .outerjoin(
+            Payment,
+            (Payment.appointment_id == Appointment.id)
+            & (Payment.status == PaymentStatus.PENDING)
+            & (Payment.provider != SANDBOX),
+        )
         .where(
             Appointment.status == AppointmentStatus.PENDING_PAYMENT,
             Appointment.payment_due_at <= now,
@@ -100,9 +110,13 @@ def sweep_batch(
         .order_by(Appointment.payment_due_at)
         .limit(limit)
     ).all()
-    for appointment_id in overdue_holds:
-        release_hold(session, appointment_id, now=now)
-    report.released_holds = len(overdue_holds)
+    for appointment_id, provider_ref in overdue_holds:
+        if provider_ref is None:
+            release_hold(session, appointment_id, now=now)
+            report.released_holds += 1
+        else:
+            effects.request(session, Kind.RELEASE_HOLD, appointment_id)
+            report.deferred_holds += 1
 
     if not requeue_messages:
         return report

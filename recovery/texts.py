@@ -81,7 +81,7 @@ def paid_booked(shop: Shop, starts_at: datetime, now: datetime) -> str:
 
 def late_payment_refunded(shop: Shop, amount_minor: int) -> str:
     money = format_money(amount_minor, shop.currency, shop.locale)
-    text = f"Your payment came after the slot was released, so we've refunded {money} in full."
+    text = f"Your payment came after the slot was released, so we're refunding {money} in full."
     return _with_shop(shop, text)
 
 
@@ -111,7 +111,13 @@ def already_yours() -> str:
     return "This slot is already yours."
 
 
-def hold_released(shop: Shop) -> str:
+def hold_released(shop: Shop, starts_at: datetime, now: datetime, why: str = "expired") -> str:
+    """The winner lost their hold: the payment timed out, failed, or staff cancelled."""
+    if why == "failed":
+        return _with_shop(shop, "Your payment didn't go through, so the slot was released.")
+    if why == "cancelled":
+        when = when_words(starts_at, now, shop)
+        return _with_shop(shop, f"Your booking {when} was cancelled. No payment is due.")
     return _with_shop(shop, "We didn't receive your payment in time, so the slot was released.")
 
 

@@ -52,3 +52,13 @@ def test_a_failing_dispatcher_does_not_undo_the_commit(app, session, caplog):
         app.extensions[DISPATCHER_EXTENSION] = original
     assert session.scalar(select(func.count()).select_from(Shop).where(Shop.name == "Kept")) == 1
     assert "the sweep will repair" in caplog.text
+
+
+def test_effects_wait_for_the_real_commit_not_a_savepoint(session, recorder):
+    """Releasing a savepoint (as ``try_insert`` does) is not the commit jobs can see."""
+    effects.request(session, Kind.SWEEP)
+    with session.begin_nested():
+        pass
+    assert recorder.effects == []
+    session.commit()
+    assert [e.kind for e in recorder.effects] == [Kind.SWEEP]

@@ -168,3 +168,49 @@ def test_cancelling_an_unpaid_booking_closes_its_payment_request(session, clock)
     assert result.opening is None and "not paid" in result.note
     assert request.status == "canceled" and request.provider_closed_at == clock.now
     assert request.refunds == []
+
+
+def test_staff_cancel_racing_a_payment_never_deadlocks_and_keeps_the_money_right(
+    app, committed, redis_conn, recorder
+):
+    """Cancel and confirm take the same rows in the same order (opening, booking, payment):
+    whichever wins, the booking ends cancelled and the money paid is refunded."""
+    trials = 8
+    for trial in range(trials):
+        now = datetime.now(UTC)
+        s = scene(committed, now, n_customers=1, name=f"Race {trial}")
+        loop.cancel_appointment(committed, s.booking.id, now=now)
+        loop.offer_next(committed, _opening_id_of(committed, s.booking.id), now)
+        offer = committed.scalar(
+            select(SlotOffer).where(
+                SlotOffer.status == OfferStatus.SENT, SlotOffer.customer_id == s.customers[0].id
+            )
+        )
+        won = loop.accept_offer(committed, offer.id, now=now)
+        committed.commit()
+        appointment_id, payment_id = won.appointment.id, won.payment.id
+
+        def cancel(appointment_id=appointment_id):
+            with app.app_context():
+                loop.cancel_appointment(db.session, appointment_id, reason="staff")
+                db.session.commit()
+                db.session.remove()
+
+        def confirm(payment_id=payment_id):
+            with app.app_context():
+                loop.confirm_payment(db.session, payment_id)
+                db.session.commit()
+                db.session.remove()
+
+        at_once(cancel, confirm)  # a deadlock would surface here as an error
+        committed.expire_all()
+        payment = committed.get(Payment, payment_id)
+        assert committed.get(type(won.appointment), appointment_id).status == "cancelled"
+        assert payment.status == "succeeded"
+        assert payment.refunded_minor > 0, "money kept for a cancelled booking"
+
+
+def _opening_id_of(session, appointment_id: int) -> int:
+    return session.scalar(
+        select(SlotOpening.id).where(SlotOpening.source_appointment_id == appointment_id)
+    )

@@ -208,6 +208,7 @@ def test_declined_card_releases_the_hold_and_offers_the_next_customer(world):
     # The intent was cancelled, so the customer cannot pay for a slot they lost.
     assert world.customer.intent(intent_id).status == "canceled"
     assert "no longer held for you" in world.page(payment_id).get_data(as_text=True)
+    assert "payment didn't go through" in world.texts_to(world.s.customers[0])[-1]
 
 
 def test_abandoned_payment_is_released_and_cancelled_at_stripe(world):
@@ -269,7 +270,7 @@ def test_late_payment_after_release_is_refunded_in_full_and_the_customer_told(wo
     assert [r.status for r in payment.refunds] == ["succeeded"]
     assert world.customer.refunds(intent_id) == [2000]
     texts = world.texts_to(world.s.customers[0])
-    assert "came after the slot was released, so we've refunded £20 in full" in texts[-1]
+    assert "came after the slot was released, so we're refunding £20 in full" in texts[-1]
     assert "refunded in full" in world.page(payment_id).get_data(as_text=True)
 
     # The held-back cancellation finally runs: too late to cancel, and no second refund.
@@ -478,3 +479,51 @@ def test_a_real_delivery_signed_by_the_stripe_fake_is_accepted_once(world, local
         thread.join(5)
     world.run_jobs()
     assert state(appointment_id, payment_id) == ("booked", "filled", "accepted", "succeeded")
+
+
+def test_a_payment_whose_event_never_came_is_confirmed_at_the_deadline_not_refunded(world):
+    """The webhook (or its job) was lost: the release job asks Stripe before releasing."""
+    appointment_id, payment_id = world.win()
+    world.page(payment_id)
+    world.customer.pay(world.intent_of(payment_id))  # no event is ever delivered
+    world.clock.advance(minutes=16)
+    world.run_jobs()
+    assert state(appointment_id, payment_id) == ("booked", "filled", "accepted", "succeeded")
+    assert db.session.get(Payment, payment_id).refunds == []
+    assert "Payment received" in world.texts_to(world.s.customers[0])[-1]
+
+
+def test_back_from_paying_the_page_confirms_before_the_webhook(world):
+    appointment_id, payment_id = world.win()
+    world.page(payment_id)
+    world.customer.pay(world.intent_of(payment_id))
+    html = world.page(payment_id).get_data(as_text=True)
+    assert "We're confirming your booking now" in html
+    world.run_jobs()  # the sync the page asked for
+    assert state(appointment_id, payment_id)[0] == "booked"
+    assert "You're booked" in world.page(payment_id).get_data(as_text=True)
+
+
+def test_page_of_a_cancelled_paid_booking_says_what_is_refunded(world):
+    booking, payment = _stripe_paid_booking(world, 2)
+    loop.cancel_appointment(db.session, booking.id, now=world.clock.now)
+    db.session.commit()
+    html = world.client.get(f"/pay/{payment.token}").get_data(as_text=True)
+    assert "This booking was cancelled. £10 of your payment is being refunded." in html
+
+
+@pytest.mark.parametrize("token", ["abc%00def", "short", "x" * 65, "../../etc"])
+def test_malformed_tokens_are_404(world, token):
+    assert world.client.get(f"/pay/{token}").status_code == 404
+
+
+def test_staff_cancelling_a_held_slot_tells_the_winner_and_closes_the_intent(world):
+    appointment_id, payment_id = world.win()
+    world.page(payment_id)
+    intent_id = world.intent_of(payment_id)
+    loop.cancel_appointment(db.session, appointment_id, reason="shop closed", now=world.clock.now)
+    db.session.commit()
+    world.run_jobs()
+    assert state(appointment_id, payment_id)[:3] == ("cancelled", "open", "declined")
+    assert "was cancelled. No payment is due." in world.texts_to(world.s.customers[0])[-1]
+    assert world.customer.intent(intent_id).status == "canceled"

@@ -25,8 +25,6 @@ bp = Blueprint("pay", __name__, template_folder="templates")
 
 @bp.get("/pay/<token>")
 def page(token: str):
-    if len(token) > 64:
-        abort(404)
     try:
         checkout = open_checkout(
             db.session, token, lambda provider: gateway_for(current_app, provider), utcnow()
@@ -49,6 +47,8 @@ def page(token: str):
         service=appt.service,
         when=format_datetime(appt.starts_at.astimezone(zone), "EEEE d MMMM, HH:mm", locale="en"),
         amount=format_money(payment.amount_minor, payment.currency, shop.locale),
+        refunded=payment.refunded_minor
+        and format_money(payment.refunded_minor, payment.currency, shop.locale),
         pay_by=format_time(due.astimezone(zone), "HH:mm", locale="en") if due else None,
         sandbox=payment.provider == SANDBOX,
         publishable_key=current_app.config.get("STRIPE_PUBLISHABLE_KEY"),

@@ -51,17 +51,21 @@ def twiml(text: str | None) -> Response:
     return Response(str(response), mimetype="application/xml")
 
 
+def _field(*names: str) -> str:
+    """The first non-empty form field of ``names``. PostgreSQL text cannot hold NUL, so it
+    is dropped here rather than failing the delivery (Twilio would retry a 5xx forever)."""
+    value = next((request.form[n] for n in names if request.form.get(n)), "")
+    return value.replace("\x00", "")
+
+
 @bp.post("/sms")
 def inbound_sms() -> Response:
     verify_signature()
-    form = request.form
-    sid = form.get("MessageSid") or form.get("SmsSid") or ""
-    sender = form.get("From", "")
+    sid = _field("MessageSid", "SmsSid")
+    sender = _field("From")
     if not sid or not sender:
         return Response("MessageSid and From are required", status=400)
-    sms = InboundSms(
-        sid=sid, from_number=sender, to_number=form.get("To", ""), body=form.get("Body", "")
-    )
+    sms = InboundSms(sid=sid, from_number=sender, to_number=_field("To"), body=_field("Body"))
     reply = handle_inbound(db.session, sms, utcnow())
     db.session.commit()
     return twiml(reply.text)
@@ -71,14 +75,13 @@ def inbound_sms() -> Response:
 def delivery_status() -> Response:
     """Delivery receipts (StatusCallback): keep the message's status current."""
     verify_signature()
-    sid = request.form.get("MessageSid", "")
-    status = request.form.get("MessageStatus", "")
+    sid = _field("MessageSid")
+    status = _field("MessageStatus")
     if status in ("delivered", "failed", "undelivered", "sent"):
         message = db.session.query(Message).filter_by(provider_sid=sid).one_or_none()
         if message is not None and message.status not in ("delivered", "failed"):
             message.status = "failed" if status == "undelivered" else status
-            message.error = (request.form.get("ErrorCode") or None) and (
-                f"provider error {request.form['ErrorCode']}"
-            )
+            code = _field("ErrorCode")[:40]
+            message.error = f"provider error {code}" if code else None
             db.session.commit()
     return Response(status=204)
