@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
@@ -29,10 +29,31 @@ from recovery.models import (
     StaffUser,
 )
 
+NUL_REFUSED = "NUL characters are not allowed."
+
+
+def _refuse_nul_characters():
+    """PostgreSQL text cannot hold NUL (a DataError, a 500): refuse it at the door.
+
+    Covers the query string (search, filters, dates) and form fields (names, texts); an
+    uploaded file's contents are checked where the file is read.
+    """
+    if request.path != "/admin" and not request.path.startswith("/admin/"):
+        return None
+    fields = [request.args]
+    if request.method == "POST":
+        fields.append(request.form)
+    for multi in fields:
+        for key, values in multi.lists():
+            if "\x00" in key or any("\x00" in value for value in values):
+                return NUL_REFUSED, 400, {"Content-Type": "text/plain; charset=utf-8"}
+    return None
+
 
 def init_admin(app: Flask) -> Admin:
     """Build a fresh ``Admin`` for this app (never share one between apps)."""
     init_auth(app)
+    app.before_request(_refuse_nul_characters)
     admin = Admin(
         app,
         name="Slot Recovery",

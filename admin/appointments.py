@@ -31,6 +31,23 @@ from recovery.models import (
 from recovery.refunds import RefundError, new_idempotency_key, request_refund
 
 OVERLAP_MESSAGE = "That resource is already booked at that time: pick another time or resource."
+# How far from today a booking can start: further is a typo (year 0001, 2206).
+YEARS_BACK, YEARS_AHEAD = 2, 5
+
+
+def _plausible_start(form, field) -> None:
+    """Compared in the shop's wall-clock time, before it is turned into UTC (which
+    overflows near year 1 or 9999)."""
+    if field.data is None:
+        return
+    today = utcnow().astimezone(display.zone()).replace(tzinfo=None)
+    earliest = today - timedelta(days=365 * YEARS_BACK)
+    latest = today + timedelta(days=365 * YEARS_AHEAD)
+    if not earliest <= field.data <= latest:
+        raise ValidationError(
+            f"Pick a start between {earliest:%d %b %Y} and {latest:%d %b %Y} "
+            f"(at most {YEARS_BACK} years back and {YEARS_AHEAD} years ahead)."
+        )
 
 
 def _status(view, context, model, name):
@@ -116,7 +133,10 @@ class AppointmentView(ShopModelView):
         "customer": {"query_factory": shop_rows(Customer, Customer.name)},
         "service": {"query_factory": shop_rows(Service, Service.name)},
         "resource": {"query_factory": shop_rows(Resource, Resource.name)},
-        "starts_at": {"label": "Starts (shop time)", "validators": [InputRequired()]},
+        "starts_at": {
+            "label": "Starts (shop time)",
+            "validators": [InputRequired(), _plausible_start],
+        },
     }
     integrity_messages = {"ex_appointments_no_overlap": OVERLAP_MESSAGE}
 
@@ -186,11 +206,15 @@ class AppointmentView(ShopModelView):
                 form.amount.process_data(refundable[0].refundable_minor)
         status = 200
         if form.validate_on_submit():
+            # MoneyField refuses what has no amount in minor units; never pass None on.
+            amount_minor = form.amount.minor()
             try:
+                if amount_minor is None:
+                    raise RefundError("not an amount: type a number such as 20.50")
                 refund = request_refund(
                     db.session,
                     form.payment_id.data,
-                    form.amount.minor(),
+                    amount_minor,
                     form.reason.data,
                     form.idempotency_key.data,
                     staff_id=current_user.id,

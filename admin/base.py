@@ -13,6 +13,7 @@ from datetime import datetime
 
 from flask import abort, flash, redirect, request, url_for
 from flask_admin import expose
+from flask_admin.actions import action
 from flask_admin.contrib.sqla import ModelView
 from flask_admin.contrib.sqla.typefmt import DEFAULT_FORMATTERS
 from flask_login import current_user
@@ -45,11 +46,20 @@ class OwnerOnly(StaffOnly):
         return self.is_accessible()
 
 
+# Primary keys are PostgreSQL ``integer``: a larger number can name no row, and binding it
+# would be a DataError, not a "not found".
+MAX_ID = 2**31 - 1
+
+
 def parse_id(raw) -> int:
+    """A row id from a request, or 404: anything that cannot be an id finds nothing."""
     try:
-        return int(raw)
+        ident = int(raw)
     except (TypeError, ValueError):
         abort(404)
+    if not 1 <= ident <= MAX_ID:
+        abort(404)
+    return ident
 
 
 def shop_rows(model, order_by=None):
@@ -90,6 +100,12 @@ class ShopModelView(StaffOnly, ModelView):
     def get_count_query(self):
         return self.scope(db.session.query(func.count(self.model.id)).select_from(self.model))
 
+    def get_list(self, page, *args, **kwargs):
+        # ``?page=`` is turned into an OFFSET: a negative or huge one is a DataError.
+        if page is not None and not 0 <= page <= MAX_ID // self.page_size:
+            abort(404)
+        return super().get_list(page, *args, **kwargs)
+
     def get_one(self, id):
         row = self.get_query().filter(self.model.id == parse_id(id)).one_or_none()
         if row is None:
@@ -121,6 +137,17 @@ class ShopModelView(StaffOnly, ModelView):
     def delete_view(self):
         self.get_one(request.form.get("id"))
         return super().delete_view()
+
+    # Flask-Admin's own bulk delete binds the ids as strings (PostgreSQL refuses to compare
+    # them with an integer column) and skips ``scoped_rows``: this one resolves them like
+    # every other action (404 if any is not this shop's) and deletes each through
+    # ``delete_model``, so on_model_delete and the "still in use" message apply.
+    @action("delete", "Delete", "Delete the selected records?")
+    def action_delete(self, ids):
+        deleted = sum(1 for row in self.scoped_rows(ids) if self.delete_model(row))
+        if deleted:
+            noun = "record was" if deleted == 1 else "records were"
+            flash(f"{deleted} {noun} deleted.", "success")
 
     def on_model_change(self, form, model, is_created):
         if hasattr(model, "shop_id"):

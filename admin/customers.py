@@ -102,7 +102,7 @@ class CustomerView(ShopModelView):
             else:
                 try:
                     report = import_customers(data.decode("utf-8-sig"))
-                except (UnicodeDecodeError, ValueError) as exc:
+                except (UnicodeDecodeError, ValueError, csv.Error) as exc:
                     db.session.rollback()
                     form.file.errors.append(_file_error(exc))
                     status = 422
@@ -116,6 +116,8 @@ class CustomerView(ShopModelView):
 def _file_error(exc: Exception) -> str:
     if isinstance(exc, UnicodeDecodeError):
         return "The file is not UTF-8 text: save it as CSV (UTF-8)."
+    if isinstance(exc, csv.Error):
+        return f"The file could not be read as CSV ({exc}): nothing was imported."
     return str(exc)
 
 
@@ -132,29 +134,35 @@ def import_customers(text: str) -> list[RowReport]:
     shop_id = current_user.shop_id
     known = set(db.session.scalars(select(Customer.phone).where(Customer.shop_id == shop_id)))
     report = []
-    for row in reader:
-        fields = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
-        line = reader.line_num
-        name, raw_phone = fields.get("name", ""), fields.get("phone", "")
-        if not name:
-            report.append(RowReport(line, name, raw_phone, "error", "Name is empty."))
-            continue
-        try:
-            phone = e164(raw_phone)
-        except InvalidPhone as exc:
-            report.append(RowReport(line, name, raw_phone, "error", str(exc)))
-            continue
-        if phone in known:
-            report.append(RowReport(line, name, phone, "skipped", "Already a customer."))
-            continue
-        opt_in = fields.get("sms_opt_in", "").lower() in TRUE_WORDS
-        customer = try_insert(
-            db.session, Customer(shop_id=shop_id, name=name[:120], phone=phone, sms_opt_in=opt_in)
-        )
-        if customer is None:  # added by someone else meanwhile
-            report.append(RowReport(line, name, phone, "skipped", "Already a customer."))
-            continue
-        known.add(phone)
-        detail = "opted in to SMS offers" if opt_in else "not opted in to SMS offers"
-        report.append(RowReport(line, name, phone, "created", detail))
+    try:
+        for row in reader:
+            report.append(_import_row(reader.line_num, row, shop_id, known))
+    except csv.Error as exc:  # e.g. a field longer than the csv module's limit
+        raise csv.Error(f"line {reader.line_num}: {exc}") from None
     return report
+
+
+def _import_row(line: int, row: dict, shop_id: int, known: set[str]) -> RowReport:
+    fields = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items() if k}
+    name, raw_phone = fields.get("name", ""), fields.get("phone", "")
+    if any("\x00" in value for value in fields.values()):
+        # PostgreSQL text cannot hold NUL; shown without it.
+        name, raw_phone = name.replace("\x00", ""), raw_phone.replace("\x00", "")
+        return RowReport(line, name, raw_phone, "error", "The row contains NUL characters.")
+    if not name:
+        return RowReport(line, name, raw_phone, "error", "Name is empty.")
+    try:
+        phone = e164(raw_phone)
+    except InvalidPhone as exc:
+        return RowReport(line, name, raw_phone, "error", str(exc))
+    if phone in known:
+        return RowReport(line, name, phone, "skipped", "Already a customer.")
+    opt_in = fields.get("sms_opt_in", "").lower() in TRUE_WORDS
+    customer = try_insert(
+        db.session, Customer(shop_id=shop_id, name=name[:120], phone=phone, sms_opt_in=opt_in)
+    )
+    if customer is None:  # added by someone else meanwhile
+        return RowReport(line, name, phone, "skipped", "Already a customer.")
+    known.add(phone)
+    detail = "opted in to SMS offers" if opt_in else "not opted in to SMS offers"
+    return RowReport(line, name, phone, "created", detail)

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from admin.display import local_day_bounds
+from admin.display import MAX_YEAR, MIN_YEAR, local_day_bounds, plausible_date
 from recovery.models import (
     Appointment,
     AppointmentStatus,
@@ -61,7 +61,11 @@ def parse_period(first: str | None, last: str | None, today: date, tz: ZoneInfo)
     Raises ValueError (with a message for staff) for dates that make no period.
     """
     end = date.fromisoformat(last) if last else today
+    if not plausible_date(end):
+        raise ValueError(f"Pick dates between {MIN_YEAR} and {MAX_YEAR}.")
     start = date.fromisoformat(first) if first else end - timedelta(days=DEFAULT_DAYS - 1)
+    if not plausible_date(start):
+        raise ValueError(f"Pick dates between {MIN_YEAR} and {MAX_YEAR}.")
     if start > end:
         raise ValueError("The period's first day is after its last day.")
     if (end - start).days >= MAX_DAYS:

@@ -83,6 +83,15 @@ def duration(delta: timedelta | None) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min"
 
 
+# Dates staff can ask about. Beyond them a date is a typo, and near ``date.min`` or
+# ``date.max`` the day arithmetic (a day more, a time zone) overflows.
+MIN_YEAR, MAX_YEAR = 1900, 2200
+
+
+def plausible_date(day: date) -> bool:
+    return MIN_YEAR <= day.year <= MAX_YEAR
+
+
 def local_day_bounds(day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
     """The UTC instants at which a local calendar day starts and the next one starts."""
     start = datetime.combine(day, time(0), tzinfo=tz)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal
 
 from babel.numbers import get_currency_precision
 from flask_admin.contrib.sqla.fields import QuerySelectField
@@ -39,6 +39,10 @@ def to_minor(amount: Decimal, currency: str) -> int:
     return int((amount * per_unit).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+# The largest amount a form takes, in minor units (a million pounds; fits an ``integer``).
+MAX_MINOR = 100_000_000
+
+
 class MoneyField(DecimalField):
     """An amount typed in the shop's currency (``20.50``), stored in minor units (2050)."""
 
@@ -52,15 +56,26 @@ class MoneyField(DecimalField):
         super().process_data(value)
 
     def pre_validate(self, form):
-        if self.data is not None and self.data < 0:
+        if self.data is None:
+            return
+        # Decimal reads "NaN", "sNaN" and "Infinity" as numbers; none is an amount.
+        if not Decimal(self.data).is_finite():
+            raise ValidationError("Not an amount: type a number such as 20.50.")
+        if self.data < 0:
             raise ValidationError("An amount cannot be negative.")
+        minor = self.minor()
+        if minor is None or minor > MAX_MINOR:
+            raise ValidationError("That amount is too large.")
 
     def minor(self) -> int | None:
         if self.data is None:
             return None
         try:
-            return to_minor(Decimal(self.data), shop().currency)
-        except InvalidOperation:
+            amount = Decimal(self.data)
+            if not amount.is_finite():
+                return None
+            return to_minor(amount, shop().currency)
+        except ArithmeticError:  # decimal's InvalidOperation and Overflow among them
             return None
 
     def populate_obj(self, obj, name):

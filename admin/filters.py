@@ -12,7 +12,7 @@ from datetime import date
 
 from flask_admin.contrib.sqla.filters import BaseSQLAFilter, FilterEqual
 
-from admin.display import local_day_bounds, zone
+from admin.display import local_day_bounds, plausible_date, zone
 
 
 def status_filter(column, enum_cls: type[enum.StrEnum], name: str = "Status") -> FilterEqual:
@@ -25,11 +25,11 @@ class _LocalDate(BaseSQLAFilter):
         super().__init__(column, name, data_type="datepicker")
 
     def validate(self, value) -> bool:
+        """A day staff could mean: a far-off year is refused like a malformed date."""
         try:
-            date.fromisoformat(value)
+            return plausible_date(date.fromisoformat(value))
         except (TypeError, ValueError):
             return False
-        return True
 
     def clean(self, value) -> date:
         return date.fromisoformat(value)

@@ -28,7 +28,9 @@ from recovery.models import (
     Message,
     Payment,
     PaymentStatus,
+    Shop,
 )
+from recovery.phones import InvalidPhone, normalize_phone, region_for_locale
 from recovery.sms import SandboxSender, sender_for
 
 
@@ -43,6 +45,18 @@ def sandbox_payments_active() -> bool:
 class SimulateSmsForm(FlaskForm):
     from_number = StringField("From number", validators=[DataRequired(), Length(max=32)])
     body = TextAreaField("Text", validators=[DataRequired(), Length(max=1600)])
+
+
+def _own_customer_phone(shop: Shop, raw: str) -> str | None:
+    """``raw`` as E.164 if it is the phone of one of the shop's customers, else None."""
+    try:
+        phone = normalize_phone(raw, region_for_locale(shop.locale))
+    except InvalidPhone:
+        return None
+    known = db.session.scalar(
+        select(Customer.id).where(Customer.shop_id == shop.id, Customer.phone == phone)
+    )
+    return phone if known is not None else None
 
 
 class SandboxView(StaffOnly, BaseView):
@@ -61,13 +75,22 @@ class SandboxView(StaffOnly, BaseView):
         shop = current_user.shop
         form = SimulateSmsForm()
         if sandbox_sms_active() and form.validate_on_submit():
+            from_number = _own_customer_phone(shop, form.from_number.data)
+            if from_number is None:
+                flash(
+                    f"{form.from_number.data.strip()} is not the number of one of "
+                    f"{shop.name}'s customers: nothing was simulated.",
+                    "error",
+                )
+                return redirect(url_for(".index"))
             sms = InboundSms(
                 sid="SMsim" + secrets.token_hex(16),
-                from_number=form.from_number.data.strip(),
+                from_number=from_number,
                 to_number=sender_number(shop),
                 body=form.body.data,
             )
-            reply = handle_inbound(db.session, sms, utcnow())
+            # Only this shop's customers: shops sharing the sender number are not reached.
+            reply = handle_inbound(db.session, sms, utcnow(), shop_id=shop.id)
             db.session.commit()
             flash(f"Reply sent to {sms.from_number}: {reply.text}", "success")
             return redirect(url_for(".index"))

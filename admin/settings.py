@@ -9,6 +9,7 @@ from babel.numbers import list_currencies
 from flask import redirect, url_for
 from flask_admin import expose
 from flask_login import current_user
+from sqlalchemy import select
 from wtforms import SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
@@ -23,6 +24,7 @@ from wtforms.validators import (
 
 from admin.base import OwnerOnly, ShopModelView
 from admin.fields import NewPasswordField
+from recovery.db import db
 from recovery.models import Shop, StaffRole
 from recovery.phones import InvalidPhone, normalize_phone, region_for_locale
 
@@ -54,6 +56,19 @@ def _optional_phone(form, field) -> None:
         field.data = normalize_phone(field.data, region)
     except InvalidPhone as exc:
         raise ValidationError(str(exc)) from None
+
+
+def _sender_not_taken(form, field) -> None:
+    """Inbound texts find their shop by the number they were sent to: one shop a number."""
+    if not field.data:
+        return
+    taken = db.session.scalar(
+        select(Shop.id).where(Shop.sms_from_number == field.data, Shop.id != current_user.shop_id)
+    )
+    if taken is not None:
+        raise ValidationError(
+            "Another shop already sends from that number: each shop needs its own."
+        )
 
 
 # A light check (one @, a dot in the domain): the login form is the real test of it.
@@ -102,7 +117,7 @@ class ShopSettingsView(OwnerOnly, ShopModelView):
         "currency": {"validators": [DataRequired(), _currency]},
         "locale": {"validators": [DataRequired(), _locale]},
         "sms_from_number": {
-            "validators": [_optional_phone],
+            "validators": [_optional_phone, _sender_not_taken],
             "description": "Empty: the deployment's number.",
         },
         "contact_phone": {"validators": [_optional_phone]},

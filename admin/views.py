@@ -21,7 +21,7 @@ class HomeView(StaffOnly, AdminIndexView):
         today = utcnow().astimezone(tz).date()
         try:
             period = parse_period(request.args.get("start"), request.args.get("end"), today, tz)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             flash(_period_error(exc), "error")
             period = parse_period(None, None, today, tz)
         metrics = compute(db.session, shop, period)
@@ -35,7 +35,10 @@ class HomeView(StaffOnly, AdminIndexView):
         )
 
 
-def _period_error(exc: ValueError) -> str:
+def _period_error(exc: ValueError | OverflowError) -> str:
+    if isinstance(exc, OverflowError):  # parse_period bounds the years; this is a backstop
+        years = f"{display.MIN_YEAR} and {display.MAX_YEAR}"
+        return f"Pick dates between {years}; showing the last 7 days."
     text = str(exc)
     if text.startswith(("Invalid isoformat", "month must", "day is out", "year ")):
         return "Dates must look like 2026-01-31; showing the last 7 days."

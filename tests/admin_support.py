@@ -51,8 +51,9 @@ class World:
     message: Message
 
 
-def build_world(session, now, name: str) -> World:
-    shop = f.shop(session, name=name)
+def build_world(session, now, name: str, sender: str) -> World:
+    # Each shop its own sender number, as the settings form (and the database) require.
+    shop = f.shop(session, name=name, sms_from_number=sender)
     owner = f.staff(session, shop, password=PASSWORD, role="owner")
     clerk = f.staff(session, shop, password=PASSWORD, role="staff")
     chair = f.resource(session, shop)
@@ -155,8 +156,8 @@ def act(client: FlaskClient, endpoint: str, action: str, *ids: int, **kw):
 
 @pytest.fixture
 def two_shops(session, clock, recorder) -> tuple[World, World]:
-    a = build_world(session, clock.now, "Shop A")
-    b = build_world(session, clock.now, "Shop B")
+    a = build_world(session, clock.now, "Shop A", "+447700800001")
+    b = build_world(session, clock.now, "Shop B", "+447700800002")
     session.commit()
     return a, b
 
