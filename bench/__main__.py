@@ -226,10 +226,10 @@ def markdown(r: dict) -> str:
     if "B5" in r:
         b = r["B5"]
         for variant, label in (
-            ("as_shipped", "schema as migrated"),
-            ("as_shipped_custom_plans", "as migrated, custom plans"),
-            ("with_proposed_index", "with the proposed index"),
-            ("with_proposed_index_custom_plans", "proposed index, custom plans"),
+            ("without_index", "without the eligibility index"),
+            ("without_index_custom_plans", "no index, custom plans"),
+            ("as_shipped", "as migrated, generic plans allowed"),
+            ("as_shipped_custom_plans", "as shipped (index, custom plans)"),
         ):
             s = b[variant]
             lines.append(
@@ -244,9 +244,9 @@ def markdown(r: dict) -> str:
         ]
         lines += ["", "B6 resident memory after B3: " + "; ".join(parts) + "."]
     if "B5" in r:
-        lines += ["", "B5 plan as migrated:", "", "```", r["B5"]["plan"], "```"]
-        lines += ["", "B5 plan with the proposed index:", "", "```"]
-        lines += [r["B5"]["plan_with_proposed_index"], "```"]
+        lines += ["", "B5 plan as shipped:", "", "```", r["B5"]["plan"], "```"]
+        lines += ["", "B5 plan without the eligibility index:", "", "```"]
+        lines += [r["B5"]["plan_without_index"], "```"]
     return "\n".join(lines)
 
 
