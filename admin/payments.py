@@ -84,22 +84,20 @@ class PaymentView(ShopModelView):
             abort(404)
         return self.scoped_rows(ids)
 
-    @action("mark_succeeded", "Sandbox: mark succeeded")
-    def action_mark_succeeded(self, ids):
+    def _mark(self, ids, transition, word: str) -> None:
+        """Run one payment outcome through the loop, as the gateway's webhook would."""
         for payment in self._sandbox_rows(ids):
             if payment.provider != SANDBOX:
                 flash(f"Payment #{payment.id} is a {payment.provider} payment.", "error")
                 continue
-            outcome = confirm_payment(db.session, payment.id, now=utcnow())
-            flash(f"Payment #{payment.id} marked succeeded: {outcome}.", "success")
+            outcome = transition(db.session, payment.id, now=utcnow())
+            flash(f"Payment #{payment.id} marked {word}: {outcome}.", "success")
         db.session.commit()
+
+    @action("mark_succeeded", "Sandbox: mark succeeded")
+    def action_mark_succeeded(self, ids):
+        self._mark(ids, confirm_payment, "succeeded")
 
     @action("mark_failed", "Sandbox: mark failed")
     def action_mark_failed(self, ids):
-        for payment in self._sandbox_rows(ids):
-            if payment.provider != SANDBOX:
-                flash(f"Payment #{payment.id} is a {payment.provider} payment.", "error")
-                continue
-            outcome = fail_payment(db.session, payment.id, now=utcnow())
-            flash(f"Payment #{payment.id} marked failed: {outcome}.", "success")
-        db.session.commit()
+        self._mark(ids, fail_payment, "failed")

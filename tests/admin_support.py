@@ -190,3 +190,23 @@ def clerk_client(app: Flask, shop_a: World) -> Iterator[FlaskClient]:
 
 # What ``from tests.admin_support import *`` brings into a test module: the fixtures.
 __all__ = ["clerk_client", "owner_client", "shop_a", "shop_b", "two_shops"]
+
+
+def settings_form(shop, **changes) -> dict:
+    """The shop settings form as it would be posted, with ``changes`` applied."""
+    data = {
+        "name": shop.name,
+        "timezone": shop.timezone,
+        "currency": shop.currency,
+        "locale": shop.locale,
+        "sms_from_number": shop.sms_from_number or "",
+        "contact_phone": shop.contact_phone or "",
+        "offer_ttl_minutes": shop.offer_ttl_minutes,
+        "cooldown_hours": shop.cooldown_hours,
+        "min_lead_minutes": shop.min_lead_minutes,
+        "payment_hold_minutes": shop.payment_hold_minutes,
+        "full_refund_hours": shop.full_refund_hours,
+        "late_refund_percent": shop.late_refund_percent,
+    }
+    data.update(changes)
+    return data

@@ -21,7 +21,7 @@ from recovery.models import (
 )
 from tests import factories as f
 from tests.admin_support import *  # noqa: F403 (the shared fixtures)
-from tests.admin_support import act, post
+from tests.admin_support import act, post, settings_form
 
 TOO_BIG = 2**31  # one more than the largest integer id
 
@@ -98,25 +98,6 @@ def test_sandbox_reply_from_an_invalid_number_is_refused(owner_client, session, 
 
 
 # ---------------------------------------------------------------- settings
-
-
-def settings_form(shop: Shop, **changes) -> dict:
-    data = {
-        "name": shop.name,
-        "timezone": shop.timezone,
-        "currency": shop.currency,
-        "locale": shop.locale,
-        "sms_from_number": shop.sms_from_number or "",
-        "contact_phone": shop.contact_phone or "",
-        "offer_ttl_minutes": shop.offer_ttl_minutes,
-        "cooldown_hours": shop.cooldown_hours,
-        "min_lead_minutes": shop.min_lead_minutes,
-        "payment_hold_minutes": shop.payment_hold_minutes,
-        "full_refund_hours": shop.full_refund_hours,
-        "late_refund_percent": shop.late_refund_percent,
-    }
-    data.update(changes)
-    return data
 
 
 def test_a_sender_number_of_another_shop_is_refused(owner_client, session, shop_a, shop_b):

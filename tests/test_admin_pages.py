@@ -20,7 +20,7 @@ from recovery.models import (
 )
 from tests import factories as f
 from tests.admin_support import *  # noqa: F403 (the shared fixtures)
-from tests.admin_support import PASSWORD, act, csrf_token, login, post
+from tests.admin_support import PASSWORD, act, csrf_token, login, post, settings_form
 
 PAGES = [
     "/admin/",
@@ -419,25 +419,6 @@ def test_services_take_money_in_the_shops_currency(owner_client, session, shop_a
     data.update(deposit_kind="fixed", deposit_amount="")
     response = post(owner_client, f"/admin/services/edit/?id={service.id}", data)
     assert "A fixed deposit needs an amount." in text(response)
-
-
-def settings_form(shop: Shop, **changes) -> dict:
-    data = {
-        "name": shop.name,
-        "timezone": shop.timezone,
-        "currency": shop.currency,
-        "locale": shop.locale,
-        "sms_from_number": shop.sms_from_number or "",
-        "contact_phone": shop.contact_phone or "",
-        "offer_ttl_minutes": shop.offer_ttl_minutes,
-        "cooldown_hours": shop.cooldown_hours,
-        "min_lead_minutes": shop.min_lead_minutes,
-        "payment_hold_minutes": shop.payment_hold_minutes,
-        "full_refund_hours": shop.full_refund_hours,
-        "late_refund_percent": shop.late_refund_percent,
-    }
-    data.update(changes)
-    return data
 
 
 def test_owner_changes_the_recovery_policy(owner_client, session, shop_a):
