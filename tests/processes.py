@@ -17,6 +17,20 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+def worker_cmd(redis_url: str, with_scheduler: bool = False) -> list[str]:
+    """The Procfile's ``rq worker``, against ``redis_url`` (the scheduler thread optional)."""
+    return [
+        str(BIN / "rq"),
+        "worker",
+        "--url",
+        redis_url,
+        "--worker-class",
+        "rq.worker.SimpleWorker",
+        *(["--with-scheduler"] if with_scheduler else []),
+        "default",
+    ]
+
+
 def process_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     """The environment a deployed process would get, pointed at the test services."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWILIO_", "STRIPE_"))}

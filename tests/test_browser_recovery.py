@@ -21,7 +21,7 @@ from recovery.db import utcnow
 from recovery.models import Appointment, Message, SlotOpening
 from tests import factories as f
 from tests.conftest import REDIS_URL
-from tests.processes import BIN, ROOT, free_port, process_env, running, wait_until
+from tests.processes import BIN, ROOT, free_port, process_env, running, wait_until, worker_cmd
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -36,15 +36,7 @@ CHROMIUM_ARGS = [
 ]
 SHOTS = ROOT / "test-artifacts" / "browser"
 PASSWORD = "browser-pw-123"
-WORKER = [
-    str(BIN / "rq"),
-    "worker",
-    "--url",
-    REDIS_URL,
-    "--worker-class",
-    "rq.worker.SimpleWorker",
-    "default",
-]
+WORKER = worker_cmd(REDIS_URL)
 
 
 @pytest.fixture(scope="module")

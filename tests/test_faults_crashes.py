@@ -36,21 +36,12 @@ from tests.fault_support import (
     private_redis,
     settle,
 )
-from tests.processes import BIN, free_port, process_env, running, wait_until
+from tests.processes import BIN, free_port, process_env, running, wait_until, worker_cmd
 from tests.support import Clock, installed
 from tests.test_races import at_once
 from tests.twilio_signing import SHOP_NUMBER, new_sid, reply_text, signed_post
 
-WORKER = [
-    str(BIN / "rq"),
-    "worker",
-    "--url",
-    REDIS_URL,
-    "--worker-class",
-    "rq.worker.SimpleWorker",
-    "--with-scheduler",
-    "default",
-]
+WORKER = worker_cmd(REDIS_URL, with_scheduler=True)
 # As the Procfile's scheduler: register the periodic jobs, then poll every second.
 SCHEDULER = [
     "sh",

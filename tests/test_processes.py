@@ -12,17 +12,9 @@ from rq_scheduler import Scheduler
 from jobs.schedule import PREFIX, SCHEDULE
 from recovery.http.health import HEARTBEAT_KEY
 from tests.conftest import REDIS_URL
-from tests.processes import BIN, free_port, process_env, running, wait_until
+from tests.processes import BIN, free_port, process_env, running, wait_until, worker_cmd
 
-WORKER = [
-    str(BIN / "rq"),
-    "worker",
-    "--url",
-    REDIS_URL,
-    "--worker-class",
-    "rq.worker.SimpleWorker",
-    "default",
-]
+WORKER = worker_cmd(REDIS_URL)
 SCHEDULER = [str(BIN / "rqscheduler"), "--url", REDIS_URL, "--interval", "1"]
 
 
@@ -121,7 +113,7 @@ def test_a_real_worker_retries_a_provider_failure_and_sends_once(
         TWILIO_FROM_NUMBER="+447700900000",
         TWILIO_API_BASE_URL=fake_twilio.base_url,
     )
-    with running([*WORKER[:-1], "--with-scheduler", "default"], env) as worker:
+    with running(worker_cmd(REDIS_URL, with_scheduler=True), env) as worker:
         sent = wait_until(lambda: fake_twilio.messages, 30, "the retried send", worker)
     assert fake_twilio.create_attempts == 2  # one 503, then the retry
     assert [m["to"] for m in sent] == [customer.phone]
