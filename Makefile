@@ -29,7 +29,8 @@ lint: $(VENV)/.dev ## ruff: lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint ## Lint, then the whole test suite (needs PostgreSQL and Redis on 127.0.0.1)
+test: lint ## Lint, then the whole test suite (needs PostgreSQL and Redis on 127.0.0.1; installs Chromium)
+	$(BIN)/python -m tests.preflight
 	$(BIN)/pytest
 
 bench: $(VENV)/.dev ## Benchmarks on real processes (~15 min; BENCH_ARGS=--quick for a smoke run)

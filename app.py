@@ -80,25 +80,34 @@ def _init_jobs(app: Flask) -> None:
 
 def _init_blueprints(app: Flask) -> None:
     from recovery.http.health import bp as health_bp
+    from recovery.http.manage import bp as manage_bp
     from recovery.http.pay import bp as pay_bp
     from recovery.http.stripe import bp as stripe_bp
     from recovery.http.twilio import bp as twilio_bp
 
     app.register_blueprint(health_bp)
     app.register_blueprint(pay_bp)
+    app.register_blueprint(manage_bp)
     app.register_blueprint(twilio_bp)
     app.register_blueprint(stripe_bp)
     # Webhooks are authenticated by their provider's signature instead of a CSRF token.
     csrf.exempt(twilio_bp)
     csrf.exempt(stripe_bp)
+    # The manage page sends no referrer, which the app-wide check refuses over HTTPS: its
+    # forms check their own CSRF token instead (recovery/http/manage.py).
+    csrf.exempt(manage_bp)
 
 
 def _init_cli(app: Flask) -> None:
     from admin.cli import staff_cli
-    from jobs.cli import demo_cli, jobs_cli, recovery_cli, release_cli
+    from jobs.cli import jobs_cli, release_cli
+    from recovery.availability.calendars.cli import calendar_cli
+    from recovery.cli import recovery_cli
+    from recovery.demo.cli import demo_cli
 
     app.cli.add_command(demo_cli)
     app.cli.add_command(release_cli)
     app.cli.add_command(recovery_cli)
     app.cli.add_command(jobs_cli)
     app.cli.add_command(staff_cli)
+    app.cli.add_command(calendar_cli)

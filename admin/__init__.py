@@ -8,6 +8,8 @@ from flask_admin.theme import Bootstrap4Theme
 
 from admin.appointments import AppointmentView
 from admin.auth import init_auth
+from admin.blocks import BusyBlockView
+from admin.calendar import CalendarView
 from admin.catalog import ResourceView, ServiceView
 from admin.customers import CustomerView
 from admin.messages import MessageView
@@ -18,6 +20,7 @@ from admin.settings import ShopSettingsView, StaffView
 from admin.views import HomeView
 from recovery.models import (
     Appointment,
+    BusyBlock,
     Customer,
     Message,
     Payment,
@@ -62,6 +65,7 @@ def init_admin(app: Flask) -> Admin:
         theme=Bootstrap4Theme(swatch="default", base_template="admin/slot_base.html"),
     )
     # Endpoints are fixed names: templates and tests link to them.
+    admin.add_view(CalendarView(name="Calendar", endpoint="calendar", url="/admin/calendar"))
     admin.add_view(OpeningView(SlotOpening, name="Openings", endpoint="openings"))
     admin.add_view(OfferView(SlotOffer, name="Offers", endpoint="offers"))
     admin.add_view(AppointmentView(Appointment, name="Appointments", endpoint="appointments"))
@@ -70,6 +74,7 @@ def init_admin(app: Flask) -> Admin:
     admin.add_view(PaymentView(Payment, name="Payments", endpoint="payments"))
     admin.add_view(ServiceView(Service, name="Services", endpoint="services", category="Shop"))
     admin.add_view(ResourceView(Resource, name="Resources", endpoint="resources", category="Shop"))
+    admin.add_view(BusyBlockView(BusyBlock, name="Busy time", endpoint="blocks", category="Shop"))
     admin.add_view(
         ShopSettingsView(Shop, name="Settings", endpoint="shop_settings", category="Shop")
     )

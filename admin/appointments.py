@@ -9,6 +9,7 @@ from flask_admin import expose
 from flask_admin.actions import action
 from flask_login import current_user
 from flask_wtf import FlaskForm
+from sqlalchemy import inspect as sa_inspect
 from wtforms import HiddenField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
@@ -18,9 +19,13 @@ from admin.base import ShopModelView, shop_rows
 from admin.fields import LocalDateTimeField, MoneyField, ShopRowSelectField
 from admin.filters import local_date_filters, status_filter
 from admin.sandbox import sandbox_payments_active
-from recovery.booking import SlotTaken, ensure_free
+from recovery.availability.blocks import TimeBlocked, ensure_not_blocked
+from recovery.availability.overlap import SlotTaken, ensure_free
+from recovery.booking.cancellation import cancel_appointment
+from recovery.booking.create import apply_deposit_rule, move_booking
+from recovery.booking.holds import pay_at_desk, waive_deposit
 from recovery.db import db, utcnow
-from recovery.loop import InvalidTransition, NotFound, cancel_appointment
+from recovery.errors import InvalidTransition, NotFound
 from recovery.models import (
     Appointment,
     AppointmentStatus,
@@ -28,9 +33,10 @@ from recovery.models import (
     Resource,
     Service,
 )
-from recovery.refunds import RefundError, new_idempotency_key, request_refund
+from recovery.payments.refunds import RefundError, new_idempotency_key, request_refund
 
 OVERLAP_MESSAGE = "That resource is already booked at that time: pick another time or resource."
+BLOCKED_MESSAGE = "That time is blocked: pick another time or resource."
 # How far from today a booking can start: further is a typo (year 0001, 2206).
 YEARS_BACK, YEARS_AHEAD = 2, 5
 
@@ -86,10 +92,24 @@ class RefundForm(FlaskForm):
     idempotency_key = HiddenField(validators=[DataRequired(), Length(max=80)])
 
 
+class DepositForm(FlaskForm):
+    decision = SelectField(
+        "Deposit",
+        choices=[
+            SelectChoice("desk", "Paid at the desk"),
+            SelectChoice("waive", "Deposit waived"),
+        ],
+        validators=[InputRequired()],
+    )
+    reason = StringField("Reason", validators=[DataRequired(), Length(max=200)])
+
+
 class AppointmentView(ShopModelView):
     can_delete = False  # a booking is cancelled (which may recover the slot), never deleted
     named_filter_urls = True
     details_template = "admin/appointment_details.html"
+    # The manage token is the customer's key to cancel: it stays out of the panel.
+    column_details_exclude_list = ["manage_token"]
 
     column_list = [
         "id",
@@ -142,22 +162,68 @@ class AppointmentView(ShopModelView):
 
     def on_model_change(self, form, model, is_created):
         super().on_model_change(form, model, is_created)
-        if is_created:
-            model.status = AppointmentStatus.BOOKED
-        elif model.status != AppointmentStatus.BOOKED:
+        if not is_created and model.status != AppointmentStatus.BOOKED:
             raise ValidationError(
                 f"Only a booked appointment can be edited (this one is {model.status})."
             )
+        if not is_created:
+            return self._move(model)
         model.ends_at = model.starts_at + timedelta(minutes=model.service.duration_minutes)
         # The exclusion constraint would refuse it too (and settles races): this check
         # names the clash before the database does. No autoflush: the row being saved
         # must not be written before it is checked.
         with db.session.no_autoflush:
             try:
-                resource_id = model.resource.id
-                ensure_free(db.session, resource_id, model.starts_at, model.ends_at, model.id)
+                ensure_free(db.session, model.resource.id, model.starts_at, model.ends_at)
             except SlotTaken as exc:
                 raise ValidationError(f"{OVERLAP_MESSAGE} ({exc})") from None
+            try:
+                ensure_not_blocked(
+                    db.session, model.shop_id, model.resource.id, model.starts_at, model.ends_at
+                )
+            except TimeBlocked as exc:
+                raise ValidationError(f"{BLOCKED_MESSAGE} ({exc})") from None
+        # Every booking follows the shop's deposit rule: a deposit is asked for by SMS
+        # (``pending_payment``) or, with none due, the booking is confirmed at once.
+        model.status = AppointmentStatus.PENDING_PAYMENT
+        db.session.flush()
+        apply_deposit_rule(db.session, model, utcnow())
+        return None
+
+    def _move(self, model):
+        """An edit that changes the time or resource is a move: the customer is told and
+        reminded at the new time (``booking.create.move_booking``)."""
+        state = sa_inspect(model)
+        new_start, new_resource = model.starts_at, model.resource.id
+        old_start = state.attrs.starts_at.history.deleted
+        old_resource = state.attrs.resource_id.history.deleted
+        if old_start:
+            model.starts_at = old_start[0]
+        if old_resource:
+            model.resource_id = old_resource[0]
+        model.resource = db.session.get(Resource, model.resource_id)
+        try:
+            move_booking(db.session, model.id, new_start, new_resource, utcnow())
+        except SlotTaken as exc:
+            raise ValidationError(f"{OVERLAP_MESSAGE} ({exc})") from None
+        except TimeBlocked as exc:
+            raise ValidationError(f"{BLOCKED_MESSAGE} ({exc})") from None
+        # A changed service changes the length even at the same time.
+        previous_end = model.ends_at
+        model.ends_at = model.starts_at + timedelta(minutes=model.service.duration_minutes)
+        with db.session.no_autoflush:
+            try:
+                ensure_free(db.session, model.resource_id, model.starts_at, model.ends_at, model.id)
+                # Only a new length is checked: a booking staff kept inside a block they
+                # created over it can still be edited without being moved.
+                if model.ends_at != previous_end:
+                    ensure_not_blocked(
+                        db.session, model.shop_id, model.resource_id, model.starts_at, model.ends_at
+                    )
+            except SlotTaken as exc:
+                raise ValidationError(f"{OVERLAP_MESSAGE} ({exc})") from None
+            except TimeBlocked as exc:
+                raise ValidationError(f"{BLOCKED_MESSAGE} ({exc})") from None
 
     # ---------------------------------------------------------------- actions
 
@@ -178,6 +244,42 @@ class AppointmentView(ShopModelView):
                 continue
             flash(f"Booking #{appt.id} cancelled: {result.note}.", "success")
         db.session.commit()
+
+    @action("deposit", "Paid at the desk / waive deposit")
+    def action_deposit(self, ids):
+        rows = self.scoped_rows(ids)
+        if len(rows) != 1:
+            flash("Pick one booking.", "warning")
+            return None
+        return redirect(url_for(".deposit_view", id=rows[0].id))
+
+    @expose("/deposit/", methods=("GET", "POST"))
+    def deposit_view(self):
+        """Staff record a deposit taken in the shop, or waive it: each needs a reason and
+        is kept with the staff member and the time."""
+        appt = self.get_one(request.args.get("id"))
+        form = DepositForm()
+        status = 200
+        if form.validate_on_submit():
+            decide = pay_at_desk if form.decision.data == "desk" else waive_deposit
+            try:
+                decide(db.session, appt.id, current_user.id, form.reason.data, utcnow())
+            except (InvalidTransition, NotFound) as exc:
+                db.session.rollback()
+                form.reason.errors.append(str(exc).capitalize() + ".")
+                status = 422
+            else:
+                db.session.commit()
+                done = (
+                    "Deposit recorded as paid at the desk"
+                    if decide is pay_at_desk
+                    else ("Deposit waived")
+                )
+                flash(f"{done}: booking #{appt.id} is confirmed.", "success")
+                return redirect(url_for(".details_view", id=appt.id))
+        elif request.method == "POST":
+            status = 422
+        return self.render("admin/deposit.html", appt=appt, form=form), status
 
     @action("refund", "Refund")
     def action_refund(self, ids):

@@ -36,17 +36,23 @@ def find_staff(email: str) -> StaffUser | None:
     return db.session.scalar(query)
 
 
+def landing() -> str:
+    """Where staff start: the calendar, as in the booking tools they know (the dashboard is
+    one click away in the menu)."""
+    return url_for("calendar.index")
+
+
 def _safe_next(target: str | None) -> str:
     """Only follow a relative ``next`` inside this site (no open redirect)."""
     if target and not urlsplit(target).netloc and target.startswith("/"):
         return target
-    return url_for("admin.index")
+    return landing()
 
 
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     if current_user.is_authenticated:
-        return redirect(url_for("admin.index"))
+        return redirect(landing())
     form = LoginForm()
     if form.validate_on_submit():
         user = find_staff(form.email.data)

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
+import secrets
+
+from flask import abort, current_app, flash, redirect, request, session, url_for
+from flask_admin import expose
+from flask_login import current_user
+from sqlalchemy import select
 from wtforms import SelectField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
@@ -16,8 +23,12 @@ from wtforms.validators import (
 from admin import display
 from admin.base import ShopModelView
 from admin.fields import FormOnlyIntegerField, FormOnlyMoneyField, MoneyField
-from recovery.models import DepositKind
-from recovery.money import deposit_minor
+from recovery.availability.calendars import google, ics
+from recovery.availability.calendars import sync as calendar_sync
+from recovery.availability.calendars.secrets import InvalidToken, box_from_config
+from recovery.db import db
+from recovery.models import CalendarConnection, CalendarProvider, DepositKind
+from recovery.payments.money import deposit_minor
 
 DEPOSIT_CHOICES = [
     SelectChoice(DepositKind.NONE.value, "No deposit"),
@@ -116,3 +127,146 @@ class ResourceView(ShopModelView):
     form_args = {"name": {"validators": [DataRequired(), Length(max=120)]}}
     integrity_messages = {"uq_resources_shop_id": "The shop already has a resource of that name."}
     in_use_message = "This resource has bookings: mark it inactive instead."
+
+    # ---------------------------------------------------------------- calendar sync
+    # The resource's page shows its calendar connection to all staff; connecting,
+    # disconnecting and syncing are the owner's. Every POST carries the CSRF token
+    # (CSRFProtect covers the whole app); the OAuth callback is a GET that Google sends
+    # the browser to, so it is bound to the session by a random state compared in
+    # constant time, and to the owner and resource that started it.
+
+    details_template = "admin/resource_details.html"
+    OAUTH_SESSION_KEY = "calendar_oauth"
+
+    def render(self, template, **kwargs):
+        if template == self.details_template and kwargs.get("model") is not None:
+            kwargs.update(self._calendar_context(kwargs["model"]))
+        return super().render(template, **kwargs)
+
+    def _calendar_context(self, resource) -> dict:
+        config = current_app.config
+        return {
+            "calendar": _connection_of(resource.id),
+            "google_enabled": google.settings_from_config(config) is not None,
+            "ics_enabled": box_from_config(config) is not None,
+            "can_manage_calendar": current_user.is_owner,
+            "display": display,
+        }
+
+    def _owned_resource(self, raw_id):
+        if not current_user.is_owner:
+            abort(403)
+        return self.get_one(raw_id)
+
+    def _back(self, resource_id: int):
+        return redirect(url_for(".details_view", id=resource_id))
+
+    def _redirect_uri(self) -> str:
+        base = current_app.config.get("PUBLIC_BASE_URL")
+        path = url_for(".calendar_callback")
+        return base + path if base else url_for(".calendar_callback", _external=True)
+
+    @expose("/calendar/google/", methods=("POST",))
+    def calendar_google(self):
+        resource = self._owned_resource(request.form.get("id"))
+        settings = google.settings_from_config(current_app.config)
+        if settings is None:
+            abort(404)
+        state = secrets.token_urlsafe(32)
+        url, verifier = google.authorization_url(settings, self._redirect_uri(), state)
+        session[self.OAUTH_SESSION_KEY] = {
+            "state": state,
+            "verifier": verifier,
+            "resource_id": resource.id,
+            "staff_id": current_user.id,
+        }
+        return redirect(url)
+
+    @expose("/calendar/callback/")
+    def calendar_callback(self):
+        pending = session.pop(self.OAUTH_SESSION_KEY, None)
+        state = request.args.get("state", "")
+        if not pending or not hmac.compare_digest(pending["state"].encode(), state.encode()):
+            abort(400)
+        if pending["staff_id"] != current_user.id:
+            abort(400)
+        resource = self._owned_resource(pending["resource_id"])
+        settings = google.settings_from_config(current_app.config)
+        if settings is None:
+            abort(404)
+        if request.args.get("error") or not request.args.get("code"):
+            flash("Google Calendar was not connected: access was not granted.", "warning")
+            return self._back(resource.id)
+        try:
+            token = google.exchange_code(
+                settings, self._redirect_uri(), request.args["code"], pending["verifier"]
+            )
+        except google.GoogleError as exc:
+            flash(f"Google Calendar was not connected. {exc}", "error")
+            return self._back(resource.id)
+        box = box_from_config(current_app.config)
+        calendar_sync.connect(
+            db.session, resource, CalendarProvider.GOOGLE, box.encrypt(token), current_user.id
+        )
+        db.session.commit()
+        flash("Google Calendar connected: its busy times are being synced.", "success")
+        return self._back(resource.id)
+
+    @expose("/calendar/ics/", methods=("POST",))
+    def calendar_ics(self):
+        resource = self._owned_resource(request.form.get("id"))
+        box = box_from_config(current_app.config)
+        if box is None:
+            abort(404)
+        try:
+            url = ics.normalize_url(request.form.get("url", ""))
+        except ics.FeedError as exc:
+            flash(str(exc), "error")
+            return self._back(resource.id)
+        calendar_sync.connect(
+            db.session, resource, CalendarProvider.ICS, box.encrypt(url), current_user.id
+        )
+        db.session.commit()
+        flash("Calendar feed saved: its busy times are being synced.", "success")
+        return self._back(resource.id)
+
+    @expose("/calendar/sync/", methods=("POST",))
+    def calendar_sync_now(self):
+        resource = self._owned_resource(request.form.get("id"))
+        conn = _connection_of(resource.id)
+        if conn is None:
+            abort(404)
+        calendar_sync.request_sync(db.session, conn.id)
+        db.session.commit()
+        flash("Sync queued.", "success")
+        return self._back(resource.id)
+
+    @expose("/calendar/disconnect/", methods=("POST",))
+    def calendar_disconnect(self):
+        resource = self._owned_resource(request.form.get("id"))
+        conn = _connection_of(resource.id)
+        if conn is None:
+            abort(404)
+        config = current_app.config
+        settings, box = google.settings_from_config(config), box_from_config(config)
+        if conn.provider == CalendarProvider.GOOGLE and settings and box:
+            try:
+                revoked = google.revoke(settings, box.decrypt(conn.secret))
+            except InvalidToken:
+                revoked = False
+            if not revoked:
+                flash(
+                    "Google could not be told to revoke access; remove it in your "
+                    "Google account's security settings.",
+                    "warning",
+                )
+        removed = calendar_sync.disconnect(db.session, conn.id)
+        db.session.commit()
+        flash(f"Calendar disconnected; {removed} synced busy block(s) removed.", "success")
+        return self._back(resource.id)
+
+
+def _connection_of(resource_id: int) -> CalendarConnection | None:
+    return db.session.scalar(
+        select(CalendarConnection).where(CalendarConnection.resource_id == resource_id)
+    )

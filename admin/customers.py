@@ -18,8 +18,8 @@ from wtforms.validators import DataRequired, Length, ValidationError
 from admin import display
 from admin.base import ShopModelView
 from recovery.db import db, try_insert
+from recovery.messaging.phones import InvalidPhone, normalize_phone, region_for_locale
 from recovery.models import Customer
-from recovery.phones import InvalidPhone, normalize_phone, region_for_locale
 
 DUPLICATE_PHONE = "Another customer of this shop already has that phone number."
 MAX_IMPORT_BYTES = 1_000_000

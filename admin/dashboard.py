@@ -5,7 +5,8 @@
 * median time to fill: cancellation to the winning YES, over the filled ones;
 * recovered bookings and revenue: bookings made from openings in the period that are
   confirmed (booked or completed), and the price of their services;
-* SMS: outbound texts accepted by the provider, with their estimated cost.
+* SMS: outbound texts accepted by the provider, with their estimated cost, in total and
+  by purpose group (``recovery.messaging.costs``, the query the messages list uses too).
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from admin.display import MAX_YEAR, MIN_YEAR, local_day_bounds, plausible_date
+from recovery.messaging.costs import SmsCosts, sms_costs
 from recovery.models import (
     Appointment,
     AppointmentStatus,
-    Direction,
-    Message,
-    MessageStatus,
     OpeningStatus,
     Service,
     Shop,
@@ -34,7 +33,6 @@ from recovery.models import (
 DEFAULT_DAYS = 7
 MAX_DAYS = 366
 CONFIRMED = (AppointmentStatus.BOOKED, AppointmentStatus.COMPLETED)
-SENT = (MessageStatus.SENT, MessageStatus.DELIVERED)
 
 
 @dataclass(frozen=True)
@@ -88,14 +86,25 @@ class Metrics:
     recovered_bookings: int
     median_to_fill: timedelta | None
     revenue_minor: int
-    sms_sent: int
-    sms_segments: int
-    sms_cost_minor: int
+    sms: SmsCosts  # by purpose group
     per_day: list[DayOutcomes]
 
     @property
     def recovery_rate(self) -> float | None:
         return self.filled / self.openings if self.openings else None
+
+    # The totals are the groups' sums, so the cards and the table can never disagree.
+    @property
+    def sms_sent(self) -> int:
+        return self.sms.count
+
+    @property
+    def sms_segments(self) -> int:
+        return self.sms.segments
+
+    @property
+    def sms_cost_minor(self) -> int:
+        return self.sms.cost_minor
 
 
 def compute(session: Session, shop: Shop, period: Period) -> Metrics:
@@ -132,19 +141,7 @@ def compute(session: Session, shop: Shop, period: Period) -> Metrics:
             Appointment.created_at < period.ends,
         )
     ).one()
-    sms = session.execute(
-        select(
-            func.count(Message.id),
-            func.coalesce(func.sum(Message.segments), 0),
-            func.coalesce(func.sum(Message.cost_estimate_minor), 0),
-        ).where(
-            Message.shop_id == shop.id,
-            Message.direction == Direction.OUTBOUND,
-            Message.status.in_(SENT),
-            Message.created_at >= period.starts,
-            Message.created_at < period.ends,
-        )
-    ).one()
+    sms = sms_costs(session, shop.id, period.starts, period.ends)
 
     return Metrics(
         openings=len(rows),
@@ -152,8 +149,6 @@ def compute(session: Session, shop: Shop, period: Period) -> Metrics:
         recovered_bookings=recovered[0],
         median_to_fill=statistics.median(fill_times) if fill_times else None,
         revenue_minor=int(recovered[1]),
-        sms_sent=sms[0],
-        sms_segments=int(sms[1]),
-        sms_cost_minor=int(sms[2]),
+        sms=sms,
         per_day=[DayOutcomes(day, **counts[day]) for day in period.days],
     )

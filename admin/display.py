@@ -10,7 +10,7 @@ from flask_login import current_user
 from markupsafe import Markup
 
 from recovery.models import Shop
-from recovery.money import format_money
+from recovery.payments.money import format_money
 
 # Bootstrap 4 badge colour for every status the panel shows.
 _BADGES = {

@@ -12,7 +12,7 @@ from wtforms.fields.choices import Choice
 from wtforms.validators import ValidationError
 
 from admin.display import shop, to_utc, zone
-from recovery.money import minor_per_unit
+from recovery.payments.money import minor_per_unit
 
 
 class LocalDateTimeField(DateTimeLocalField):

@@ -12,7 +12,6 @@ from admin import display
 from admin.base import ShopModelView
 from admin.filters import local_date_filters, status_filter
 from recovery.db import db, utcnow
-from recovery.loop import expire_offer_now, expire_opening, retrigger
 from recovery.models import (
     Appointment,
     AppointmentStatus,
@@ -21,7 +20,9 @@ from recovery.models import (
     SlotOffer,
     SlotOpening,
 )
-from recovery.timeline import Entry, opening_timeline
+from recovery.offers.offering import expire_offer_now, retrigger
+from recovery.offers.openings import expire_opening
+from recovery.offers.timeline import Entry, opening_timeline
 
 RECOVERED_STATUSES = (
     AppointmentStatus.PENDING_PAYMENT,

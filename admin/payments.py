@@ -10,10 +10,10 @@ from admin import display
 from admin.base import ShopModelView
 from admin.filters import local_date_filters, status_filter
 from admin.sandbox import sandbox_payments_active
+from recovery.booking.holds import confirm_payment, fail_payment
 from recovery.db import db, utcnow
-from recovery.gateway import SANDBOX
-from recovery.loop import confirm_payment, fail_payment
 from recovery.models import Appointment, Payment, PaymentStatus
+from recovery.payments.gateway import SANDBOX
 
 
 def _amount(view, context, model, name):

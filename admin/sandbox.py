@@ -19,9 +19,9 @@ from wtforms.validators import DataRequired, Length
 from admin import display
 from admin.base import StaffOnly
 from recovery.db import db, utcnow
-from recovery.gateway import SANDBOX, configured_gateway_name
-from recovery.inbound import InboundSms, handle_inbound
-from recovery.messaging import sender_number
+from recovery.messaging.gateway import SandboxSender, sender_for
+from recovery.messaging.outbox import sender_number
+from recovery.messaging.phones import InvalidPhone, normalize_phone, region_for_locale
 from recovery.models import (
     Appointment,
     Customer,
@@ -30,8 +30,8 @@ from recovery.models import (
     PaymentStatus,
     Shop,
 )
-from recovery.phones import InvalidPhone, normalize_phone, region_for_locale
-from recovery.sms import SandboxSender, sender_for
+from recovery.offers.inbound import InboundSms, handle_inbound
+from recovery.payments.gateway import SANDBOX, configured_gateway_name
 
 
 def sandbox_sms_active() -> bool:

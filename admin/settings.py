@@ -25,8 +25,8 @@ from wtforms.validators import (
 from admin.base import OwnerOnly, ShopModelView
 from admin.fields import NewPasswordField
 from recovery.db import db
+from recovery.messaging.phones import InvalidPhone, normalize_phone, region_for_locale
 from recovery.models import Shop, StaffRole
-from recovery.phones import InvalidPhone, normalize_phone, region_for_locale
 
 
 def _timezone(form, field) -> None:
@@ -100,6 +100,14 @@ class ShopSettingsView(OwnerOnly, ShopModelView):
         "require_prior_settled_booking",
         "full_refund_hours",
         "late_refund_percent",
+        "booking_hold_hours",
+        "self_cancel_cutoff_hours",
+        "send_confirmations",
+        "send_reminders",
+        "reminder_hours",
+        "send_offers",
+        "quiet_hours_start",
+        "quiet_hours_end",
     ]
     column_labels = {
         "sms_from_number": "SMS sender number",
@@ -110,6 +118,14 @@ class ShopSettingsView(OwnerOnly, ShopModelView):
         "require_prior_settled_booking": "Only offer to customers with a settled booking",
         "full_refund_hours": "Full refund if cancelled this many hours ahead",
         "late_refund_percent": "Refund (%) when cancelled later",
+        "booking_hold_hours": "Deposit due within (hours) of booking",
+        "self_cancel_cutoff_hours": "Customers can't cancel online within (hours) of the start",
+        "send_confirmations": "Text booking confirmations",
+        "send_reminders": "Text reminders",
+        "reminder_hours": "Reminder (hours before)",
+        "send_offers": "Text recovery offers",
+        "quiet_hours_start": "Quiet hours start (shop time)",
+        "quiet_hours_end": "Quiet hours end (shop time)",
     }
     form_args = {
         "name": {"validators": [DataRequired(), Length(max=120)]},
@@ -127,6 +143,21 @@ class ShopSettingsView(OwnerOnly, ShopModelView):
         "payment_hold_minutes": {"validators": _minutes(1, 24 * 60)},
         "full_refund_hours": {"validators": [Optional(), NumberRange(0, 24 * 365)]},
         "late_refund_percent": {"validators": [Optional(), NumberRange(0, 100)]},
+        "booking_hold_hours": {
+            "validators": [InputRequired(), NumberRange(1, 24 * 14)],
+            "description": "Unpaid by then (and never later than the start): released.",
+        },
+        "self_cancel_cutoff_hours": {"validators": [InputRequired(), NumberRange(0, 24 * 30)]},
+        "reminder_hours": {
+            "validators": [InputRequired(), NumberRange(0, 24 * 14)],
+            "description": "0: no reminders.",
+        },
+        "quiet_hours_start": {
+            "validators": [InputRequired()],
+            "description": "Offers and reminders due in quiet hours wait until they end. "
+            "The same start and end: no quiet hours.",
+        },
+        "quiet_hours_end": {"validators": [InputRequired()]},
     }
 
     def scope(self, query):

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 from redis import Redis
 
-from bench import eligibility_bench, loop_latency, sweep_bench, webhook_load
+from bench import calendar_bench, eligibility_bench, loop_latency, sweep_bench, webhook_load
 from bench.stack import PG_ADMIN_DSN, REDIS_URL, RESULTS, ROOT, Stack, recreate_database
 from bench.stats import over_runs
 
@@ -35,6 +35,9 @@ FULL = {
     "b5_customers": 100_000,
     "b5_bookings": 1_000_000,
     "b5_iterations": 2_000,
+    "b7_resources": 10,
+    "b7_per_day": 30,
+    "b7_requests": 30,
 }
 QUICK = {
     "runs": 1,
@@ -46,8 +49,11 @@ QUICK = {
     "b5_customers": 5_000,
     "b5_bookings": 50_000,
     "b5_iterations": 100,
+    "b7_resources": 3,
+    "b7_per_day": 10,
+    "b7_requests": 10,
 }
-TARGETS_MS = {"B1": 500, "B2": 2000, "B3": 50, "B4": 10_000, "B5": 20}
+TARGETS_MS = {"B1": 500, "B2": 2000, "B3": 50, "B4": 10_000, "B5": 20, "B8": 300}
 
 
 def machine() -> dict:
@@ -82,7 +88,7 @@ def machine() -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
-    parser.add_argument("--only", default="B1,B2,B3,B4,B5,B6", help="comma-separated subset")
+    parser.add_argument("--only", default="B1,B2,B3,B4,B5,B6,B8", help="comma-separated subset")
     parser.add_argument("--write-doc", action="store_true", help="update BENCHMARKS.md")
     parser.add_argument("--web-workers", type=int, default=3)
     parser.add_argument("--rq-workers", type=int, default=2)
@@ -106,6 +112,13 @@ def main() -> int:
             app, size["b5_customers"], size["b5_bookings"], size["b5_iterations"]
         )
         app = fresh_database(app)  # the big shop is not part of the other benchmarks
+
+    if "B8" in only:
+        step("B8 calendar week view")
+        results["B8"] = calendar_bench.run(
+            app, size["b7_resources"], size["b7_per_day"], size["b7_requests"]
+        )
+        app = fresh_database(app)
 
     stack = Stack(web_workers=args.web_workers, rq_workers=args.rq_workers)
     try:
@@ -236,6 +249,16 @@ def markdown(r: dict) -> str:
                 f"| B5 | next eligible of {b['customers']:,} customers, "
                 f"{b['past_bookings']:,} bookings ({label}) | {_ms(s['p50'])} | "
                 f"{_ms(s['p99'])} | p99 ≤ 20 ms | {_met(s['p99'], 20)} |"
+            )
+    if "B8" in r:
+        b = r["B8"]
+        for view in ("week", "day"):
+            s = b[view]
+            lines.append(
+                f"| B8 | calendar {view} view, {b['resources']} resources × "
+                f"{b['bookings_per_day']} bookings a day ({s['bookings_shown']:,} shown, "
+                f"{s['n']} requests) | {_ms(s['p50'])} | {_ms(s['p99'])} | "
+                + (f"week p99 ≤ 300 ms | {_met(s['p99'], 300)} |" if view == "week" else "– | – |")
             )
     if "B6" in r:
         parts = [

@@ -8,7 +8,7 @@ INSERT ... SELECT statements.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 
 import psycopg
 from flask import Flask
@@ -59,6 +59,9 @@ def make_shops(
                 offer_ttl_minutes=offer_ttl_minutes,
                 cooldown_hours=cooldown_hours,
                 min_lead_minutes=60,
+                # Benchmarks measure the loop at any hour: no quiet hours to wait out.
+                quiet_hours_start=time(0, 0),
+                quiet_hours_end=time(0, 0),
             )
             db.session.add(shop)
             db.session.flush()
@@ -117,9 +120,11 @@ def add_owner_bookings(
     conn.execute(
         """
         INSERT INTO appointments
-            (shop_id, resource_id, customer_id, service_id, starts_at, ends_at, status, created_at)
+            (shop_id, resource_id, customer_id, service_id, starts_at, ends_at, status, created_at,
+             manage_token)
         SELECT s.shop_id, r.id, s.owner_id, s.service_id, t.starts_at,
-               t.starts_at + interval '30 minutes', %(status)s, now()
+               t.starts_at + interval '30 minutes', %(status)s, now(),
+               md5(random()::text || clock_timestamp()::text)
         FROM unnest(%(shop)s::int[], %(service)s::int[], %(owner)s::int[])
              AS s(shop_id, service_id, owner_id)
         CROSS JOIN LATERAL (
@@ -160,8 +165,11 @@ def offer_openings(
     overall expires at ``first_expiry + n * spacing_s``."""
     conn.execute(
         """
-        INSERT INTO slot_offers (slot_opening_id, customer_id, channel, status, sent_at, expires_at)
-        SELECT o.id, c.id, 'sms', 'sent', %(sent)s,
+        INSERT INTO slot_offers
+            (slot_opening_id, customer_id, phone, sender_number, channel, status, sent_at,
+             expires_at)
+        SELECT o.id, c.id, c.phone, (SELECT sms_from_number FROM shops WHERE id = o.shop_id),
+               'sms', 'sent', %(sent)s,
                %(first)s::timestamptz
                  + (row_number() OVER (ORDER BY o.id) - 1) * %(spacing)s * interval '1 second'
         FROM (
@@ -173,7 +181,7 @@ def offer_openings(
               )
         ) AS o
         JOIN (
-            SELECT id, shop_id, row_number() OVER (PARTITION BY shop_id ORDER BY id) AS rn
+            SELECT id, shop_id, phone, row_number() OVER (PARTITION BY shop_id ORDER BY id) AS rn
             FROM customers
             WHERE shop_id = ANY(%(shop)s) AND name LIKE %(offered)s
               AND NOT EXISTS (SELECT 1 FROM slot_offers x WHERE x.customer_id = customers.id)

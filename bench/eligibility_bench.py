@@ -46,10 +46,12 @@ def seed(app, customers: int, past_bookings: int, openings: int = 50) -> tuple[i
     conn.execute(
         """
         INSERT INTO appointments
-            (shop_id, resource_id, customer_id, service_id, starts_at, ends_at, status, created_at)
+            (shop_id, resource_id, customer_id, service_id, starts_at, ends_at, status, created_at,
+             manage_token)
         SELECT %(shop)s, (%(resources)s::int[])[1 + g %% %(r)s],
                %(first)s + (g::bigint * 7919) %% %(count)s, %(service)s,
-               t, t + interval '30 minutes', 'completed', t
+               t, t + interval '30 minutes', 'completed', t,
+               md5(random()::text || clock_timestamp()::text)
         FROM generate_series(0, %(n)s - 1) AS g,
              LATERAL (SELECT date_trunc('hour', now()) - interval '1 day'
                              - (g / %(r)s) * interval '30 minutes' AS t) AS s
@@ -69,10 +71,11 @@ def seed(app, customers: int, past_bookings: int, openings: int = 50) -> tuple[i
     conn.execute(
         """
         INSERT INTO appointments
-            (shop_id, resource_id, customer_id, service_id, starts_at, ends_at, status, created_at)
+            (shop_id, resource_id, customer_id, service_id, starts_at, ends_at, status, created_at,
+             manage_token)
         SELECT %(shop)s, (%(resources)s::int[])[1 + g %% %(r)s],
                %(first)s + (g * 104729) %% %(count)s, %(service)s, t, t + interval '30 minutes',
-               'booked', now()
+               'booked', now(), md5(random()::text || clock_timestamp()::text)
         FROM generate_series(0, 4999) AS g,
              LATERAL (SELECT date_trunc('hour', now()) + interval '2 days'
                              + (g / %(r)s) * interval '30 minutes' AS t) AS s
@@ -84,9 +87,10 @@ def seed(app, customers: int, past_bookings: int, openings: int = 50) -> tuple[i
         WITH source AS (
             INSERT INTO appointments
                 (shop_id, resource_id, customer_id, service_id, starts_at, ends_at, status,
-                 created_at)
+                 created_at, manage_token)
             SELECT %(shop)s, (%(resources)s::int[])[1 + g %% %(r)s], %(owner)s, %(service)s,
-                   t, t + interval '30 minutes', 'cancelled', now()
+                   t, t + interval '30 minutes', 'cancelled', now(),
+                   md5(random()::text || clock_timestamp()::text)
             FROM generate_series(0, %(openings)s) AS g,
                  LATERAL (SELECT date_trunc('hour', now()) + interval '2 days'
                                  + g * interval '1 hour' AS t) AS s
@@ -107,8 +111,11 @@ def seed(app, customers: int, past_bookings: int, openings: int = 50) -> tuple[i
     conn.execute("UPDATE slot_openings SET status = 'expired' WHERE id = %s", (old,))
     conn.execute(
         """
-        INSERT INTO slot_offers (slot_opening_id, customer_id, channel, status, sent_at, expires_at)
-        SELECT %(old)s, id, 'sms', 'expired', now() - (id %% 20) * interval '1 hour',
+        INSERT INTO slot_offers
+            (slot_opening_id, customer_id, phone, sender_number, channel, status, sent_at,
+             expires_at)
+        SELECT %(old)s, id, phone, (SELECT sms_from_number FROM shops WHERE id = %(shop)s),
+               'sms', 'expired', now() - (id %% 20) * interval '1 hour',
                now() - (id %% 20) * interval '1 hour' + interval '15 minutes'
         FROM customers WHERE shop_id = %(shop)s AND id %% 100 = 0
         """,
@@ -137,8 +144,8 @@ def _measure(
     from sqlalchemy import text
 
     from recovery.db import db
-    from recovery.eligibility import eligible_customers_query, next_eligible_customer
     from recovery.models import SlotOpening
+    from recovery.offers.eligibility import eligible_customers_query, next_eligible_customer
 
     now = datetime.now(UTC)
     with app.app_context():

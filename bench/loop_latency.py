@@ -16,6 +16,7 @@ from sqlalchemy import text
 from bench import data
 from bench.stack import Stack, wait_for
 from bench.stats import summary
+from recovery.booking import cancellation
 
 
 def _offer_sms(app, opening_ids: list[int], first: bool) -> dict[int, str]:
@@ -40,7 +41,7 @@ def _offer_sms(app, opening_ids: list[int], first: bool) -> dict[int, str]:
 
 
 def b1_cancel_to_offer(stack: Stack, app, samples: int, gap_s: float) -> dict:
-    from recovery import loop
+
     from recovery.db import db
 
     conn = data.connect()
@@ -62,7 +63,7 @@ def b1_cancel_to_offer(stack: Stack, app, samples: int, gap_s: float) -> dict:
     for appointment_id in bookings:
         t0 = time.time()
         with app.app_context():
-            result = loop.cancel_appointment(db.session, appointment_id, reason="bench")
+            result = cancellation.cancel_appointment(db.session, appointment_id, reason="bench")
             db.session.commit()  # the offer_next job is enqueued after this commit
             cancelled_at[result.opening.id] = t0
             db.session.remove()
@@ -84,7 +85,7 @@ def b2_expiry_to_next_offer(stack: Stack, app, samples: int, gap_s: float) -> di
     """Offers are seeded to expire one every ``gap_s``; each one's exact-time job is
     scheduled through rq-scheduler exactly as ``offer_next`` schedules it."""
     from jobs.dispatch import RQDispatcher
-    from recovery.effects import Effect, Kind
+    from recovery.effects import Effect, EffectKind
 
     conn = data.connect()
     shops = data.make_shops(app, conn, count=5, resources=4)
@@ -105,7 +106,7 @@ def b2_expiry_to_next_offer(stack: Stack, app, samples: int, gap_s: float) -> di
         "ORDER BY o.expires_at LIMIT %s",
         ([s.shop_id for s in shops], samples),
     ).fetchall()
-    RQDispatcher(app).dispatch([Effect(Kind.EXPIRE_OFFER, (o[0],), at=o[2]) for o in offers])
+    RQDispatcher(app).dispatch([Effect(EffectKind.EXPIRE_OFFER, (o[0],), at=o[2]) for o in offers])
     due = {o[1]: o[2].timestamp() for o in offers}  # opening id -> when its offer expired
 
     def all_sent():

@@ -181,7 +181,7 @@ class Stack:
                     "--url",
                     REDIS_URL,
                     "--worker-class",
-                    "rq.worker.SimpleWorker",
+                    "jobs.worker.AppWorker",
                     "--with-scheduler",
                     "default",
                 ],

@@ -7,9 +7,8 @@ from redis import Redis
 from rq import Queue
 from rq_scheduler import Scheduler
 
+from recovery.redis_client import QUEUE_NAME
 from recovery.redis_client import redis_for as recovery_redis_for
-
-QUEUE_NAME = "default"
 
 
 def redis_for(app: Flask) -> Redis:

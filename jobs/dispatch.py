@@ -8,48 +8,24 @@
 from __future__ import annotations
 
 import heapq
-import importlib
 import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from flask import Flask
 from rq import Retry
 
+from jobs import tasks  # noqa: F401 (binds every job in the registry)
 from jobs.connection import queue_for, scheduler_for
+from jobs.registry import JOBS, resolve, retry_intervals
 from jobs.schedule import SCHEDULE
-from recovery.effects import Effect, Kind
+from recovery.effects import Effect
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    func: str  # import path, as RQ stores it
-    timeout_seconds: int
-    retry_intervals: tuple[int, ...]  # seconds between attempts after a failure
-
-
-JOBS: dict[Kind, JobSpec] = {
-    # Provider hiccups are retried with backoff; the job itself never sends twice.
-    Kind.SEND_MESSAGE: JobSpec("jobs.tasks.send_message", 30, (2, 10, 30, 120, 600)),
-    Kind.OFFER_NEXT: JobSpec("jobs.tasks.offer_next", 30, (1, 5, 30)),
-    Kind.EXPIRE_OFFER: JobSpec("jobs.tasks.expire_offer", 30, (1, 5, 30)),
-    Kind.RELEASE_HOLD: JobSpec("jobs.tasks.release_hold", 30, (1, 5, 30)),
-    Kind.SWEEP: JobSpec("jobs.tasks.sweep", 50, ()),
-    Kind.SYNC_PAYMENT: JobSpec("jobs.tasks.sync_payment", 30, (2, 10, 30, 120, 600)),
-    Kind.CANCEL_PAYMENT: JobSpec("jobs.tasks.cancel_payment", 30, (2, 10, 30, 120, 600)),
-    Kind.REFUND: JobSpec("jobs.tasks.refund", 30, (2, 10, 30, 120, 600)),
-}
-
-
-def resolve(path: str) -> Callable:
-    module, _, name = path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
 
 
 class RQDispatcher:
@@ -157,7 +133,7 @@ class ThreadDispatcher:
                 resolve(entry.func)(*entry.args)
         except Exception:
             log.exception("job %s%r failed", entry.func, entry.args)
-            intervals = next((s.retry_intervals for s in JOBS.values() if s.func == entry.func), ())
+            intervals = retry_intervals(entry.func)
             if not entry.every and entry.attempt < len(intervals):
                 retry_at = time.time() + intervals[entry.attempt]
                 self._push(retry_at, entry.func, entry.args, attempt=entry.attempt + 1)

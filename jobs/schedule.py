@@ -31,6 +31,10 @@ SCHEDULE: tuple[Periodic, ...] = (
     Periodic("sweep", "jobs.tasks.sweep", interval_seconds=60, timeout_seconds=50),
     # Lets /healthz tell whether the scheduler and a worker are alive.
     Periodic("heartbeat", "jobs.tasks.heartbeat", interval_seconds=60, timeout_seconds=10),
+    # Queues a sync of every connected calendar (each sync is its own job).
+    Periodic(
+        "sync_calendars", "jobs.tasks.sync_calendars", interval_seconds=600, timeout_seconds=60
+    ),
 )
 
 

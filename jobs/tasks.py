@@ -1,123 +1,138 @@
-"""RQ job functions. Thin: ids in, reload inside an app context, call ``recovery``, commit.
+"""RQ job functions. Thin: ids in, reload, call ``recovery``; ``@job`` commits.
 
 Every job is idempotent: it re-reads state and does nothing when there is nothing to do,
-so a retry, a duplicate enqueue or a sweep racing an exact-time job is harmless.
+so a retry, a duplicate enqueue or a sweep racing an exact-time job is harmless. Jobs run
+inside an app context (see ``jobs.registry``) and read the app through ``current_app``.
 """
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 
-from jobs.context import job_app
-from recovery import loop, messaging, refunds, settlement
+from flask import current_app
+
+from jobs.registry import job
+from recovery.availability.calendars import sync as calendar_sync
+from recovery.booking import holds
 from recovery.db import db, utcnow
-from recovery.gateway import gateway_for
-from recovery.http.health import HEARTBEAT_KEY
+from recovery.effects import EffectKind
+from recovery.messaging import outbox, reminders
+from recovery.messaging.gateway import sender_for
 from recovery.models import Payment, Refund
-from recovery.redis_client import current_redis
-from recovery.sms import sender_for
-from recovery.sweep import sweep_batch
+from recovery.offers import offering
+from recovery.offers.withdraw import withdraw_blocked_openings
+from recovery.payments import refunds
+from recovery.payments.gateway import gateway_for
+from recovery.redis_client import HEARTBEAT_KEY, current_redis
+from recovery.sweep import sweep as run_sweep
 
-log = logging.getLogger(__name__)
+# Provider hiccups are retried with backoff; the jobs themselves never act twice.
+PROVIDER_RETRY = (2, 10, 30, 120, 600)
+LOOP_RETRY = (1, 5, 30)
 
 
+class CalendarUnavailable(RuntimeError):
+    """The calendar's provider failed for now; raised after the error is committed so RQ
+    retries the job with its backoff."""
+
+
+def _gateways(provider: str):
+    return gateway_for(current_app, provider)
+
+
+@job(timeout=10)
 def heartbeat() -> str:
     """Record that the scheduler and a worker are alive (shown by /healthz)."""
-    with job_app().app_context():
-        stamp = datetime.now(UTC).isoformat()
-        redis = current_redis()
-        if redis is not None:
-            redis.set(HEARTBEAT_KEY, stamp, ex=600)
-        return stamp
+    stamp = datetime.now(UTC).isoformat()
+    redis = current_redis()
+    if redis is not None:
+        redis.set(HEARTBEAT_KEY, stamp, ex=600)
+    return stamp
 
 
+@job(EffectKind.SEND_MESSAGE, timeout=30, retry=PROVIDER_RETRY)
 def send_message(message_id: int) -> str:
     """Deliver one queued SMS. A provider hiccup raises, so RQ retries with backoff."""
-    app = job_app()
-    with app.app_context():
-        outcome = messaging.deliver(db.session, message_id, sender_for(app), utcnow())
-        db.session.commit()
-        return outcome
+    return outbox.deliver(db.session, message_id, sender_for(current_app), utcnow())
 
 
-def _one_transition(transition, ident: int):
-    """Run one domain transition on a fresh session and commit it: one job, one commit."""
-    with job_app().app_context():
-        outcome = transition(db.session, ident)
-        db.session.commit()
-        return outcome
-
-
+@job(EffectKind.OFFER_NEXT, timeout=30, retry=LOOP_RETRY)
 def offer_next(opening_id: int) -> str:
-    return _one_transition(loop.offer_next, opening_id)
+    return offering.offer_next(db.session, opening_id)
 
 
+@job(EffectKind.SEND_REMINDER, timeout=30, retry=LOOP_RETRY)
+def send_reminder(appointment_id: int) -> str:
+    """The reminder time: queue the reminder text once (it re-checks everything)."""
+    return reminders.send_reminder(db.session, appointment_id, utcnow())
+
+
+@job(EffectKind.EXPIRE_OFFER, timeout=30, retry=LOOP_RETRY)
 def expire_offer(offer_id: int) -> str:
-    return _one_transition(loop.expire_offer, offer_id)
+    return offering.expire_offer(db.session, offer_id)
 
 
+@job(EffectKind.RELEASE_HOLD, timeout=30, retry=LOOP_RETRY)
 def release_hold(appointment_id: int) -> str:
     """The payment deadline: confirm if the gateway has the money, else release the slot."""
-    app = job_app()
-    with app.app_context():
-        outcome = settlement.release_unless_paid(
-            db.session, appointment_id, lambda provider: gateway_for(app, provider), utcnow()
-        )
-        db.session.commit()
-        return outcome
+    return holds.release_unless_paid(db.session, appointment_id, _gateways, utcnow())
 
 
-def _payment_job(work, payment_id: int) -> str:
+def _with_payment_gateway(work, payment_id: int) -> str:
     """Run ``work`` with the payment's own gateway (so config changes strand nothing)."""
-    app = job_app()
-    with app.app_context():
-        payment = db.session.get(Payment, payment_id)
-        if payment is None:
-            return "no such payment"
-        outcome = work(db.session, payment_id, gateway_for(app, payment.provider), utcnow())
-        db.session.commit()
-        return outcome
+    payment = db.session.get(Payment, payment_id)
+    if payment is None:
+        return "no such payment"
+    return work(db.session, payment_id, _gateways(payment.provider), utcnow())
 
 
+@job(EffectKind.SYNC_PAYMENT, timeout=30, retry=PROVIDER_RETRY)
 def sync_payment(payment_id: int) -> str:
     """Apply the gateway's current state of a payment (asked for by each webhook event)."""
-    return _payment_job(settlement.sync_payment, payment_id)
+    return _with_payment_gateway(holds.sync_payment, payment_id)
 
 
+@job(EffectKind.CANCEL_PAYMENT, timeout=30, retry=PROVIDER_RETRY)
 def cancel_payment(payment_id: int) -> str:
     """Cancel a released payment's intent; a gateway outage raises, so RQ retries."""
-    return _payment_job(settlement.cancel_at_gateway, payment_id)
+    return _with_payment_gateway(holds.cancel_at_gateway, payment_id)
 
 
+@job(EffectKind.REFUND, timeout=30, retry=PROVIDER_RETRY)
 def refund(refund_id: int) -> str:
     """Make one recorded refund at the gateway, with its idempotency key."""
-    app = job_app()
-    with app.app_context():
-        row = db.session.get(Refund, refund_id)
-        if row is None:
-            return "no such refund"
-        gateway = gateway_for(app, row.payment.provider)
-        outcome = refunds.carry_out(db.session, refund_id, gateway, utcnow())
-        db.session.commit()
-        return outcome
+    row = db.session.get(Refund, refund_id)
+    if row is None:
+        return "no such refund"
+    return refunds.carry_out(db.session, refund_id, _gateways(row.payment.provider), utcnow())
 
 
-SWEEP_BATCH = 200
-SWEEP_MAX_BATCHES = 50
-
-
+@job(EffectKind.SWEEP, timeout=50)
 def sweep() -> dict:
     """Catch up with everything due; one transaction per batch."""
-    with job_app().app_context():
-        totals: dict[str, int] = {}
-        for n in range(SWEEP_MAX_BATCHES):
-            report = sweep_batch(db.session, utcnow(), SWEEP_BATCH, requeue_messages=n == 0)
-            db.session.commit()
-            for key, value in vars(report).items():
-                totals[key] = totals.get(key, 0) + value
-            if report.transitions < SWEEP_BATCH:
-                break
-        if any(totals.values()):
-            log.info("sweep: %s", totals)
-        return totals
+    return run_sweep(db.session, utcnow)
+
+
+@job(EffectKind.SYNC_CALENDAR, timeout=120, retry=PROVIDER_RETRY)
+def sync_calendar(connection_id: int) -> str:
+    """Mirror one calendar into busy blocks, then withdraw the openings that its new or
+    moved blocks cover (the availability rule: a busy stylist's slot is gone)."""
+    now = utcnow()
+    providers = calendar_sync.Providers.from_config(current_app.config)
+    result = calendar_sync.sync_connection(db.session, connection_id, providers, now)
+    covering = calendar_sync.blocks_covering_open_openings(db.session, result.changed_block_ids)
+    for block_id in covering:
+        withdraw_blocked_openings(db.session, block_id, now)
+    if result.retry:
+        db.session.commit()  # keep the recorded error; the retry comes with backoff
+        raise CalendarUnavailable(f"calendar {connection_id}: provider unavailable")
+    return f"{result.outcome}: {len(result.changed_block_ids)} changed, {result.deleted} deleted"
+
+
+@job(timeout=60)
+def sync_calendars() -> int:
+    """Every 10 minutes: queue a sync of each connected calendar not in backoff."""
+    due = calendar_sync.due_connections(db.session, utcnow())
+    for connection_id in due:
+        calendar_sync.request_sync(db.session, connection_id)
+    return len(due)

@@ -26,6 +26,12 @@ VARIABLES: dict[str, str] = {
     "PUBLIC_BASE_URL": "public https URL of the web process, for links and signature checks",
     "TWILIO_API_BASE_URL": "testing only: send Twilio REST calls to a local fake server",
     "STRIPE_API_BASE_URL": "testing only: send Stripe API calls to a local fake server",
+    "GOOGLE_CLIENT_ID": "Google OAuth client id; with the secret and keys, staff connect calendars",
+    "GOOGLE_CLIENT_SECRET": "Google OAuth client secret (a web application client)",
+    "CALENDAR_TOKEN_KEYS": "comma-separated Fernet keys for calendar secrets; the first encrypts",
+    "GOOGLE_OAUTH_BASE_URL": "testing only: send Google OAuth calls to a local fake server",
+    "GOOGLE_CALENDAR_BASE_URL": "testing only: send Google Calendar calls to a local fake server",
+    "CALENDAR_FEED_ALLOW_PRIVATE": "testing only: let iCal feeds come from loopback/private hosts",
     "HONCHO_PROCESS_NAME": "set by honcho; keeps `release` alive so honcho runs all four",
 }
 
@@ -57,6 +63,11 @@ def normalize_database_url(url: str) -> str:
 def _text(environ: Mapping[str, str], name: str) -> str | None:
     value = environ.get(name, "").strip()
     return value or None
+
+
+def _key_list(value: str | None) -> tuple[str, ...]:
+    """``CALENDAR_TOKEN_KEYS``: the current key first, older ones after it (rotation)."""
+    return tuple(k.strip() for k in (value or "").split(",") if k.strip())
 
 
 def _embedded_secret_key(instance_path: Path) -> str:
@@ -105,6 +116,14 @@ def from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
         "STRIPE_PUBLISHABLE_KEY": _text(environ, "STRIPE_PUBLISHABLE_KEY"),
         "STRIPE_API_BASE_URL": _text(environ, "STRIPE_API_BASE_URL"),
         "PUBLIC_BASE_URL": (_text(environ, "PUBLIC_BASE_URL") or "").rstrip("/") or None,
+        # Calendar sync is optional: without these the feature is hidden, nothing refuses
+        # to start (so they are not in REQUIRED_IN_PRODUCTION).
+        "GOOGLE_CLIENT_ID": _text(environ, "GOOGLE_CLIENT_ID"),
+        "GOOGLE_CLIENT_SECRET": _text(environ, "GOOGLE_CLIENT_SECRET"),
+        "CALENDAR_TOKEN_KEYS": _key_list(_text(environ, "CALENDAR_TOKEN_KEYS")),
+        "GOOGLE_OAUTH_BASE_URL": _text(environ, "GOOGLE_OAUTH_BASE_URL"),
+        "GOOGLE_CALENDAR_BASE_URL": _text(environ, "GOOGLE_CALENDAR_BASE_URL"),
+        "CALENDAR_FEED_ALLOW_PRIVATE": bool(_text(environ, "CALENDAR_FEED_ALLOW_PRIVATE")),
         "RUNNING_UNDER_HONCHO": bool(_text(environ, "HONCHO_PROCESS_NAME")),
         "SESSION_COOKIE_SECURE": production,
         "SESSION_COOKIE_HTTPONLY": True,

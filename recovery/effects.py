@@ -3,7 +3,7 @@
 A domain operation never sends an SMS or enqueues a job itself: it calls ``request`` and
 the effect waits in the session until the transaction that justified it commits. A
 rollback drops it. What carries effects out (RQ, a thread, a recorder) is wired by the app
-as a ``Dispatcher``; ``recovery`` only names the effects (see ``Kind``).
+as a ``Dispatcher``; ``recovery`` only names the effects (see ``EffectKind``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 _PENDING = "recovery.pending_effects"
 
 
-class Kind(enum.StrEnum):
+class EffectKind(enum.StrEnum):
     SEND_MESSAGE = "send_message"  # args: message id
     OFFER_NEXT = "offer_next"  # args: opening id
     EXPIRE_OFFER = "expire_offer"  # args: offer id (runs at the offer's expires_at)
@@ -35,11 +35,13 @@ class Kind(enum.StrEnum):
     SYNC_PAYMENT = "sync_payment"  # args: payment id (apply the gateway's current state)
     CANCEL_PAYMENT = "cancel_payment"  # args: payment id (close the gateway side)
     REFUND = "refund"  # args: refund id (call the gateway for a recorded refund)
+    SEND_REMINDER = "send_reminder"  # args: appointment id (runs at the reminder time)
+    SYNC_CALENDAR = "sync_calendar"  # args: calendar connection id
 
 
 @dataclass(frozen=True)
 class Effect:
-    kind: Kind
+    kind: EffectKind
     args: tuple[int, ...] = ()
     at: datetime | None = None  # run at this moment instead of now
 
@@ -53,7 +55,7 @@ class Dispatcher(Protocol):
     def dispatch(self, effects: Sequence[Effect]) -> None: ...
 
 
-def request(session: Session, kind: Kind, *args: int, at: datetime | None = None) -> Effect:
+def request(session: Session, kind: EffectKind, *args: int, at: datetime | None = None) -> Effect:
     effect = Effect(kind, tuple(args), at)
     if isinstance(session, scoped_session):
         session = session()
@@ -67,6 +69,17 @@ def request(session: Session, kind: Kind, *args: int, at: datetime | None = None
 
 def pending(session: Session) -> list[Effect]:
     return list(session.info.get(_PENDING, []))
+
+
+def take_pending(session: Session) -> list[Effect]:
+    """Remove and return the effects waiting for the commit, so no dispatcher sees them.
+
+    For callers that carry effects out themselves, each at a time of their choosing (the
+    demo's history runs them at their simulated times).
+    """
+    if isinstance(session, scoped_session):
+        session = session()
+    return session.info.pop(_PENDING, [])
 
 
 DISPATCHER_EXTENSION = "recovery.dispatcher"

@@ -1,9 +1,10 @@
-"""The whole data model (see DESIGN.md, "Data").
+"""The whole data model, in one module (docs/architecture.md says why).
 
 Invariants are database constraints wherever one can express them:
 
 1. no two active appointments overlap on one resource: ``ex_appointments_no_overlap``
-   (PostgreSQL exclusion constraint; ``recovery.booking`` also checks in code for SQLite);
+   (PostgreSQL exclusion constraint; ``recovery.availability.overlap`` also checks in code
+   for SQLite);
 2. one ``sent`` offer per opening and one per customer: partial unique indexes;
 3. one ``open``/``filled`` opening per resource and start: partial unique index;
 4. each provider delivery once: unique provider ids on messages, payments, provider_events.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import secrets
-from datetime import datetime
+from datetime import datetime, time
 
 import sqlalchemy as sa
 from flask_login import UserMixin
@@ -101,6 +102,11 @@ def _active_sql() -> str:
     return f"status IN ({statuses})"
 
 
+def new_manage_token() -> str:
+    """The unguessable token of a booking's manage page (128 random bits)."""
+    return secrets.token_urlsafe(16)
+
+
 class Shop(db.Model):
     __tablename__ = "shops"
     __table_args__ = (
@@ -112,6 +118,9 @@ class Shop(db.Model):
             "late_refund_percent BETWEEN 0 AND 100", name="late_refund_percent_range"
         ),
         sa.CheckConstraint("full_refund_hours >= 0", name="full_refund_hours_not_negative"),
+        sa.CheckConstraint("booking_hold_hours > 0", name="booking_hold_positive"),
+        sa.CheckConstraint("self_cancel_cutoff_hours >= 0", name="self_cancel_not_negative"),
+        sa.CheckConstraint("reminder_hours >= 0", name="reminder_hours_not_negative"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -131,6 +140,19 @@ class Shop(db.Model):
     # Refund policy: full refund at least this many hours before the start, else a share.
     full_refund_hours: Mapped[int] = mapped_column(nullable=False, default=24)
     late_refund_percent: Mapped[int] = mapped_column(nullable=False, default=50)
+    # An ordinary booking's deposit is due within this many hours (never past its start).
+    booking_hold_hours: Mapped[int] = mapped_column(nullable=False, default=24)
+    # Customers may cancel from their manage link until this many hours before the start.
+    self_cancel_cutoff_hours: Mapped[int] = mapped_column(nullable=False, default=0)
+    # Customer texts: which ones the shop sends, and when a reminder goes (0: none).
+    reminder_hours: Mapped[int] = mapped_column(nullable=False, default=24)
+    send_confirmations: Mapped[bool] = mapped_column(nullable=False, default=True)
+    send_reminders: Mapped[bool] = mapped_column(nullable=False, default=True)
+    send_offers: Mapped[bool] = mapped_column(nullable=False, default=True)
+    # Offers and reminders falling due between these wall-clock times (the shop's zone)
+    # wait until the end; equal times mean no quiet hours.
+    quiet_hours_start: Mapped[time] = mapped_column(sa.Time, nullable=False, default=time(21, 0))
+    quiet_hours_end: Mapped[time] = mapped_column(sa.Time, nullable=False, default=time(8, 0))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
     def __str__(self) -> str:
@@ -238,7 +260,8 @@ class Customer(db.Model):
     sms_opt_in: Mapped[bool] = mapped_column(nullable=False, default=False)
     opted_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Start of the customer's latest settled (paid or completed) booking; kept by
-    # recovery.booking so eligibility ordering needs no aggregate over appointments.
+    # recovery.payments.requests.mark_settled, so eligibility ordering needs no aggregate
+    # over appointments.
     last_settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
@@ -288,6 +311,14 @@ class Appointment(db.Model):
     cancellation_reason: Mapped[str | None] = mapped_column(sa.String(200))
     # Why cancelling this booking did or did not open a slot for recovery.
     recovery_note: Mapped[str | None] = mapped_column(sa.String(200))
+    # The customer's manage link (``/b/<token>``): view and cancel without an account.
+    manage_token: Mapped[str] = mapped_column(
+        sa.String(64), nullable=False, unique=True, default=new_manage_token
+    )
+    # Staff let this booking go ahead without its deposit (who, when and why).
+    deposit_waived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deposit_waived_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_users.id"))
+    deposit_waived_reason: Mapped[str | None] = mapped_column(sa.String(200))
 
     shop: Mapped[Shop] = relationship()
     resource: Mapped[Resource] = relationship()
@@ -346,6 +377,9 @@ class Payment(db.Model):
     # When the gateway's side was closed (intent cancelled) after a release; None while
     # a cancellation is still owed. The sweep retries owed cancellations.
     provider_closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A payment taken at the desk (provider ``desk``): the staff member and their note.
+    recorded_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_users.id"))
+    note: Mapped[str | None] = mapped_column(sa.String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow
@@ -456,6 +490,16 @@ class SlotOffer(db.Model):
             postgresql_where=sa.text("status = 'sent'"),
             sqlite_where=sa.text("status = 'sent'"),
         ),
+        # Shops may share a sender number: one live offer per phone and sender number, so
+        # a YES texted to that number can only mean one offer, of one shop.
+        sa.Index(
+            "uq_slot_offers_live_per_phone_sender",
+            "phone",
+            "sender_number",
+            unique=True,
+            postgresql_where=sa.text("status = 'sent'"),
+            sqlite_where=sa.text("status = 'sent'"),
+        ),
         sa.Index("ix_slot_offers_customer_sent", "customer_id", "sent_at"),
         sa.Index(
             "ix_slot_offers_due",
@@ -469,6 +513,9 @@ class SlotOffer(db.Model):
     slot_opening_id: Mapped[int] = mapped_column(sa.ForeignKey("slot_openings.id"), nullable=False)
     customer_id: Mapped[int] = mapped_column(sa.ForeignKey("customers.id"), nullable=False)
     channel: Mapped[str] = mapped_column(sa.String(10), nullable=False, default="sms")
+    # Where the offer's text goes and comes from (the customer's phone, the shop's sender).
+    phone: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    sender_number: Mapped[str] = mapped_column(sa.String(32), nullable=False)
     status: Mapped[str] = _status(OfferStatus.SENT)
     sent_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
@@ -502,6 +549,7 @@ class Message(db.Model):
     shop_id: Mapped[int | None] = mapped_column(sa.ForeignKey("shops.id"))
     customer_id: Mapped[int | None] = mapped_column(sa.ForeignKey("customers.id"), index=True)
     slot_offer_id: Mapped[int | None] = mapped_column(sa.ForeignKey("slot_offers.id"), index=True)
+    appointment_id: Mapped[int | None] = mapped_column(sa.ForeignKey("appointments.id"), index=True)
     direction: Mapped[str] = mapped_column(sa.String(10), nullable=False)
     from_number: Mapped[str] = mapped_column(sa.String(32), nullable=False)
     to_number: Mapped[str] = mapped_column(sa.String(32), nullable=False)
@@ -518,6 +566,129 @@ class Message(db.Model):
     shop: Mapped[Shop | None] = relationship()
     customer: Mapped[Customer | None] = relationship()
     offer: Mapped[SlotOffer | None] = relationship()
+
+
+class BlockSource(enum.StrEnum):
+    MANUAL = "manual"  # entered by staff
+    GOOGLE = "google"  # synced from a Google Calendar (read-only here)
+    ICS = "ics"  # synced from an iCal feed (read-only here)
+
+
+class BusyBlock(db.Model):
+    """Time a resource (or, with no resource, the whole shop) is not available.
+
+    Booking and recovery both obey it (``recovery.availability.blocks``). Manual blocks on
+    one resource never overlap (``ex_busy_blocks_manual_no_overlap``, PostgreSQL; checked
+    in code on SQLite); synced blocks mirror a calendar and are unique by their event id
+    within their connection.
+    """
+
+    __tablename__ = "busy_blocks"
+    __table_args__ = (
+        sa.CheckConstraint("ends_at > starts_at", name="ends_after_start"),
+        sa.CheckConstraint(_in("source", BlockSource), name="source_valid"),
+        sa.CheckConstraint(
+            "(source = 'manual') = (external_id IS NULL)", name="external_id_iff_synced"
+        ),
+        sa.UniqueConstraint("source", "connection_id", "external_id"),
+        postgresql.ExcludeConstraint(
+            ("shop_id", "="),
+            (sa.literal_column("coalesce(resource_id, 0)"), "="),
+            (sa.func.tstzrange(sa.column("starts_at"), sa.column("ends_at"), "[)"), "&&"),
+            using="gist",
+            where=sa.text("source = 'manual'"),
+            name="ex_busy_blocks_manual_no_overlap",
+        ).ddl_if(dialect="postgresql"),
+        sa.Index("ix_busy_blocks_shop_range", "shop_id", "starts_at", "ends_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(sa.ForeignKey("shops.id"), nullable=False)
+    # None: the whole shop is closed then.
+    resource_id: Mapped[int | None] = mapped_column(sa.ForeignKey("resources.id"), index=True)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    reason: Mapped[str] = mapped_column(sa.String(200), nullable=False, default="")
+    source: Mapped[str] = _status(BlockSource.MANUAL)
+    # Synced blocks: the calendar connection they came from and the event's id there.
+    connection_id: Mapped[int | None] = mapped_column(sa.ForeignKey("calendar_connections.id"))
+    external_id: Mapped[str | None] = mapped_column(sa.String(255))
+    created_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    shop: Mapped[Shop] = relationship()
+    resource: Mapped[Resource | None] = relationship()
+
+    @property
+    def is_manual(self) -> bool:
+        return self.source == BlockSource.MANUAL
+
+    def __str__(self) -> str:
+        return self.reason or f"busy block #{self.id}"
+
+
+class CalendarProvider(enum.StrEnum):
+    GOOGLE = "google"  # OAuth2, read-only scope; the secret is the refresh token
+    ICS = "ics"  # a secret iCal feed; the secret is its URL
+
+
+class ConnectionStatus(enum.StrEnum):
+    CONNECTED = "connected"  # syncing; a passing network error only sets last_error
+    ERROR = "error"  # the grant was revoked or the feed refused: the owner must reconnect
+
+
+class CalendarConnection(db.Model):
+    """One resource's external calendar, mirrored into its busy blocks
+    (``recovery.availability.calendars``). The refresh token or feed URL is a secret:
+    stored only encrypted (Fernet, keys from ``CALENDAR_TOKEN_KEYS``)."""
+
+    __tablename__ = "calendar_connections"
+    __table_args__ = (
+        sa.UniqueConstraint("resource_id"),
+        sa.CheckConstraint(_in("provider", CalendarProvider), name="provider_valid"),
+        sa.CheckConstraint(_in("status", ConnectionStatus), name="status_valid"),
+        sa.CheckConstraint("block_count >= 0", name="block_count_not_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(sa.ForeignKey("shops.id"), nullable=False, index=True)
+    resource_id: Mapped[int] = mapped_column(sa.ForeignKey("resources.id"), nullable=False)
+    provider: Mapped[str] = mapped_column(sa.String(20), nullable=False)
+    status: Mapped[str] = _status(ConnectionStatus.CONNECTED)
+    secret: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
+    calendar_id: Mapped[str] = mapped_column(sa.String(255), nullable=False, default="primary")
+    timezone: Mapped[str | None] = mapped_column(sa.String(64))  # the calendar's own zone
+    sync_token: Mapped[str | None] = mapped_column(sa.Text)
+    # End of the window the last full sync read: incremental syncs keep within it, and a
+    # full sync runs again once the 60-day window has moved on by a day.
+    window_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(sa.String(500))
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    failures: Mapped[int] = mapped_column(nullable=False, default=0)  # in a row, for backoff
+    block_count: Mapped[int] = mapped_column(nullable=False, default=0)
+    connected_by_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    shop: Mapped[Shop] = relationship()
+    resource: Mapped[Resource] = relationship()
+
+    def __str__(self) -> str:
+        return f"{self.provider} calendar of {self.resource}"
+
+
+class Reminder(db.Model):
+    """A reminder sent for one start time of one booking: the unique pair makes it exactly
+    once, and a booking moved to a new time is reminded again at that time."""
+
+    __tablename__ = "reminders"
+    __table_args__ = (sa.UniqueConstraint("appointment_id", "starts_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    appointment_id: Mapped[int] = mapped_column(sa.ForeignKey("appointments.id"), nullable=False)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    message_id: Mapped[int | None] = mapped_column(sa.ForeignKey("messages.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
 
 class ProviderEvent(db.Model):

@@ -1,4 +1,5 @@
-"""The app's Redis client (one pooled client per app), or None in the embedded mode."""
+"""The app's Redis client (one pooled client per app), or None in the embedded mode, and
+the Redis names that the web process and the workers share."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from flask import Flask, current_app
 from redis import Redis
 
 _EXTENSION = "recovery.redis"
+
+QUEUE_NAME = "default"  # the RQ queue every job goes to
+HEARTBEAT_KEY = "slot_recovery:heartbeat"  # written by the heartbeat job, read by /healthz
 
 
 def redis_for(app: Flask) -> Redis | None:

@@ -7,6 +7,7 @@ and every step is the same idempotent transition the exact-time jobs use.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -14,9 +15,10 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from recovery import effects
-from recovery.effects import Kind
-from recovery.gateway import SANDBOX
-from recovery.loop import expire_offer, offer_next, release_hold
+from recovery.booking.holds import release_hold
+from recovery.effects import EffectKind
+from recovery.messaging.quiet_hours import quiet_until
+from recovery.messaging.reminders import due_reminders, send_reminder
 from recovery.models import (
     Appointment,
     AppointmentStatus,
@@ -28,9 +30,14 @@ from recovery.models import (
     PaymentStatus,
     Refund,
     RefundStatus,
+    Shop,
     SlotOffer,
     SlotOpening,
 )
+from recovery.offers.offering import expire_offer, offer_next
+from recovery.payments.gateway import SANDBOX
+
+log = logging.getLogger(__name__)
 
 STALE_MESSAGE_AFTER = timedelta(seconds=30)  # a send job should have taken it by now
 GIVE_UP_MESSAGE_AFTER = timedelta(hours=6)  # an offer text this late is worse than none
@@ -45,10 +52,16 @@ class SweepReport:
     requeued_messages: int = 0
     requeued_payment_work: int = 0
     deferred_holds: int = 0  # overdue holds handed to the release job (gateway check)
+    sent_reminders: int = 0  # due reminders whose exact-time job was lost or late
 
     @property
     def transitions(self) -> int:
-        return self.expired_offers + self.restarted_openings + self.released_holds
+        return (
+            self.expired_offers
+            + self.restarted_openings
+            + self.released_holds
+            + self.sent_reminders
+        )
 
 
 def sweep_batch(
@@ -70,11 +83,14 @@ def sweep_batch(
         expire_offer(session, offer_id, now)
     report.expired_offers = len(due_offers)
 
-    # Open with nobody offered and nobody holding it: an offer_next job was lost.
+    # Open with nobody offered and nobody holding it: an offer_next job was lost. Shops
+    # in quiet hours are left out: their openings wait for the job at the quiet end (and
+    # the sweep after it), so the sweep does not pick the same waiting openings each time.
     idle_openings = session.scalars(
         select(SlotOpening.id)
         .where(
             SlotOpening.status == OpeningStatus.OPEN,
+            SlotOpening.shop_id.not_in(_quiet_shops_with_openings(session, now)),
             ~exists().where(
                 SlotOffer.slot_opening_id == SlotOpening.id, SlotOffer.status == OfferStatus.SENT
             ),
@@ -115,8 +131,14 @@ def sweep_batch(
             release_hold(session, appointment_id, now=now)
             report.released_holds += 1
         else:
-            effects.request(session, Kind.RELEASE_HOLD, appointment_id)
+            effects.request(session, EffectKind.RELEASE_HOLD, appointment_id)
             report.deferred_holds += 1
+
+    # Reminders due but not sent (the worker was down, or the job was lost): the same
+    # job work, so the Reminder row's unique key keeps it to one text if both run.
+    for appointment_id in due_reminders(session, now, limit):
+        if send_reminder(session, appointment_id, now) == "sent":
+            report.sent_reminders += 1
 
     if not requeue_messages:
         return report
@@ -131,10 +153,19 @@ def sweep_batch(
         .limit(limit)
     ).all()
     for message_id in stale_messages:
-        effects.request(session, Kind.SEND_MESSAGE, message_id)
+        effects.request(session, EffectKind.SEND_MESSAGE, message_id)
     report.requeued_messages = len(stale_messages)
     report.requeued_payment_work = _requeue_payment_work(session, now, limit)
     return report
+
+
+def _quiet_shops_with_openings(session: Session, now: datetime) -> list[int]:
+    shops = session.scalars(
+        select(Shop).where(
+            Shop.id.in_(select(SlotOpening.shop_id).where(SlotOpening.status == OpeningStatus.OPEN))
+        )
+    ).all()
+    return [shop.id for shop in shops if quiet_until(shop, now) is not None]
 
 
 def _requeue_payment_work(session: Session, now: datetime, limit: int) -> int:
@@ -148,7 +179,7 @@ def _requeue_payment_work(session: Session, now: datetime, limit: int) -> int:
         .limit(limit)
     ).all()
     for refund_id in refunds:
-        effects.request(session, Kind.REFUND, refund_id)
+        effects.request(session, EffectKind.REFUND, refund_id)
     unclosed = session.scalars(
         select(Payment.id)
         .where(
@@ -161,5 +192,26 @@ def _requeue_payment_work(session: Session, now: datetime, limit: int) -> int:
         .limit(limit)
     ).all()
     for payment_id in unclosed:
-        effects.request(session, Kind.CANCEL_PAYMENT, payment_id)
+        effects.request(session, EffectKind.CANCEL_PAYMENT, payment_id)
     return len(refunds) + len(unclosed)
+
+
+BATCH = 200
+MAX_BATCHES = 50
+
+
+def sweep(session: Session, now_fn, batch: int = BATCH, max_batches: int = MAX_BATCHES) -> dict:
+    """Catch up with everything due, committing one transaction per batch (the sweep owns
+    its units of work, so one long catch-up never holds every lock at once). ``now_fn``
+    is read per batch, so a long catch-up sees time move."""
+    totals: dict[str, int] = {}
+    for n in range(max_batches):
+        report = sweep_batch(session, now_fn(), batch, requeue_messages=n == 0)
+        session.commit()
+        for key, value in vars(report).items():
+            totals[key] = totals.get(key, 0) + value
+        if report.transitions < batch:
+            break
+    if any(totals.values()):
+        log.info("sweep: %s", totals)
+    return totals

@@ -207,6 +207,17 @@ def settings_form(shop, **changes) -> dict:
         "payment_hold_minutes": shop.payment_hold_minutes,
         "full_refund_hours": shop.full_refund_hours,
         "late_refund_percent": shop.late_refund_percent,
+        "booking_hold_hours": shop.booking_hold_hours,
+        "self_cancel_cutoff_hours": shop.self_cancel_cutoff_hours,
+        "reminder_hours": shop.reminder_hours,
+        "quiet_hours_start": shop.quiet_hours_start.strftime("%H:%M"),
+        "quiet_hours_end": shop.quiet_hours_end.strftime("%H:%M"),
+        # Checkboxes: posted only when ticked.
+        **{
+            name: "y"
+            for name in ("send_confirmations", "send_reminders", "send_offers")
+            if getattr(shop, name)
+        },
     }
     data.update(changes)
     return data

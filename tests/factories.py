@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recovery.db import utcnow
+from recovery.messaging.outbox import sender_number
 from recovery.models import (
     Appointment,
     AppointmentStatus,
+    BusyBlock,
+    CalendarConnection,
     Customer,
     DepositKind,
     Payment,
@@ -41,6 +45,10 @@ def shop(session: Session, **kw) -> Shop:
         locale="en_GB",
         sms_from_number="+447700900000",
         contact_phone="+442071234567",
+        # No quiet hours unless a test asks for them: the suite runs at any time of day,
+        # and a test about the loop must not wait until 08:00 because CI ran at night.
+        quiet_hours_start=time(0, 0),
+        quiet_hours_end=time(0, 0),
     )
     return _add(session, Shop(**{**defaults, **kw}))
 
@@ -133,8 +141,53 @@ def opening(session: Session, source: Appointment, **kw) -> SlotOpening:
 
 
 def offer(session: Session, opening: SlotOpening, customer: Customer, **kw) -> SlotOffer:
-    defaults = dict(expires_at=utcnow() + timedelta(minutes=15))
+    defaults = dict(
+        expires_at=utcnow() + timedelta(minutes=15),
+        phone=customer.phone,
+        sender_number=sender_number(opening.shop),
+    )
     return _add(
         session,
         SlotOffer(slot_opening_id=opening.id, customer_id=customer.id, **{**defaults, **kw}),
+    )
+
+
+def block(session: Session, shop: Shop, starts_at: datetime, ends_at: datetime, **kw):
+    """A busy block (manual unless ``source`` says otherwise; ``resource=None``: whole shop)."""
+    on = kw.pop("resource", None)
+    source = kw.pop("source", "manual")
+    if source != "manual":
+        if "connection_id" not in kw:
+            synced_from = on if on is not None else resource(session, shop)
+            kw["connection_id"] = connection(session, synced_from, provider=source).id
+        kw.setdefault("external_id", f"event-{next(_seq)}")
+    return _add(
+        session,
+        BusyBlock(
+            shop_id=shop.id,
+            resource_id=on.id if on is not None else None,
+            starts_at=starts_at,
+            ends_at=ends_at,
+            source=source,
+            **{"reason": "Training day", **kw},
+        ),
+    )
+
+
+def connection(session: Session, resource: Resource, provider: str = "google", **kw):
+    """The resource's calendar connection (one per resource: reused if it exists)."""
+    existing = session.scalar(
+        select(CalendarConnection).where(CalendarConnection.resource_id == resource.id)
+    )
+    if existing is not None:
+        return existing
+    return _add(
+        session,
+        CalendarConnection(
+            shop_id=resource.shop_id,
+            resource_id=resource.id,
+            provider=provider,
+            secret=kw.pop("secret", b"not-a-real-token"),
+            **kw,
+        ),
     )

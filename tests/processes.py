@@ -25,7 +25,7 @@ def worker_cmd(redis_url: str, with_scheduler: bool = False) -> list[str]:
         "--url",
         redis_url,
         "--worker-class",
-        "rq.worker.SimpleWorker",
+        "jobs.worker.AppWorker",
         *(["--with-scheduler"] if with_scheduler else []),
         "default",
     ]

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from flask import Flask
 
 from jobs.dispatch import JOBS, resolve
-from recovery.effects import Effect, Kind
+from recovery.effects import Effect, EffectKind
 
 
 class RecordingDispatcher:
@@ -21,7 +21,7 @@ class RecordingDispatcher:
     def dispatch(self, effects: Sequence[Effect]) -> None:
         self.effects.extend(effects)
 
-    def of_kind(self, kind: Kind) -> list[Effect]:
+    def of_kind(self, kind: EffectKind) -> list[Effect]:
         return [e for e in self.effects if e.kind == kind]
 
     def clear(self) -> None:

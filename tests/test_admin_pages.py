@@ -24,6 +24,7 @@ from tests.admin_support import PASSWORD, act, csrf_token, login, post, settings
 
 PAGES = [
     "/admin/",
+    "/admin/calendar/",
     "/admin/openings/",
     "/admin/offers/",
     "/admin/appointments/",
@@ -231,9 +232,33 @@ def test_create_an_appointment_in_local_time(owner_client, session, shop_a):
     appt = session.query(Appointment).filter_by(starts_at=datetime(2026, 7, 1, 9, tzinfo=UTC)).one()
     assert appt.starts_at == datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
     assert appt.ends_at == appt.starts_at + timedelta(minutes=30)
-    assert appt.status == "booked" and appt.shop_id == shop_a.shop.id
+    assert appt.shop_id == shop_a.shop.id
+    # The service asks for a deposit: the booking waits for it and the customer is texted.
+    assert appt.status == "pending_payment" and appt.payments[0].status == "pending"
+    assert session.query(Message).filter_by(appointment_id=appt.id).one().purpose == (
+        "payment_request"
+    )
     listing = text(owner_client.get("/admin/appointments/"))
     assert "Wed 01 Jul 2026, 10:00" in listing
+
+
+def test_staff_record_a_deposit_paid_at_the_desk_with_a_reason(owner_client, session, shop_a):
+    response = new_appointment(owner_client, shop_a, "2026-07-02T10:00")
+    appt = session.query(Appointment).filter_by(starts_at=datetime(2026, 7, 2, 9, tzinfo=UTC)).one()
+    url = f"/admin/appointments/deposit/?id={appt.id}"
+    assert "Paid at the desk" in text(owner_client.get(url))
+    response = post(owner_client, url, {"decision": "desk", "reason": ""})
+    assert response.status_code == 422
+    response = post(owner_client, url, {"decision": "desk", "reason": "cash at the till"})
+    assert response.status_code == 302
+    session.expire_all()
+    appt = session.get(Appointment, appt.id)
+    assert appt.status == "booked"
+    desk = [p for p in appt.payments if p.provider == "desk"]
+    assert [(p.status, p.note) for p in desk] == [("succeeded", "cash at the till")]
+    assert "at the desk: cash at the till" in text(
+        owner_client.get(f"/admin/appointments/details/?id={appt.id}")
+    )
 
 
 def test_an_overlapping_appointment_is_refused_clearly(owner_client, session, shop_a):
@@ -271,6 +296,13 @@ def test_moving_an_appointment_onto_another_is_refused(owner_client, session, sh
     # Moving it to a free time works, and the end follows the service's duration.
     data["starts_at"] = f"{shop_a.booking.starts_at + timedelta(hours=4):%Y-%m-%dT%H:%M}"
     assert post(owner_client, f"/admin/appointments/edit/?id={other.id}", data).status_code == 302
+    session.expire_all()
+    moved = session.get(Appointment, other.id)
+    assert moved.starts_at == shop_a.booking.starts_at + timedelta(hours=4)
+    assert moved.ends_at == moved.starts_at + timedelta(minutes=shop_a.service.duration_minutes)
+    # The customer is told the new time, with their manage link.
+    [told] = session.query(Message).filter_by(appointment_id=other.id, purpose="changed").all()
+    assert "has moved to" in told.body and moved.manage_token in told.body
 
 
 def test_the_database_constraint_is_also_a_clear_error(owner_client, session, shop_a, monkeypatch):

@@ -8,6 +8,7 @@ customer, mark the deposit paid, and find the opening filled with the recovered 
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from tests import factories as f
 from tests.conftest import REDIS_URL
 from tests.processes import BIN, ROOT, free_port, process_env, running, wait_until, worker_cmd
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import event
 
 from recovery.db import db
-from recovery.eligibility import eligible_customers_query, next_eligible_customer
 from recovery.models import Customer, Resource, Service, Shop, SlotOpening
+from recovery.offers.eligibility import eligible_customers_query, next_eligible_customer
 from tests import factories as f
 
 

@@ -6,9 +6,11 @@ import pytest
 from flask_migrate import upgrade
 
 from recovery import effects
+from recovery.booking import cancellation
 from recovery.db import db, utcnow
-from recovery.effects import DISPATCHER_EXTENSION, Kind
+from recovery.effects import DISPATCHER_EXTENSION, EffectKind
 from recovery.models import Message, OfferStatus, SlotOffer
+from recovery.offers import accepting, offering, openings
 from tests import factories as f
 from tests.processes import wait_until
 from tests.scenario import scene
@@ -25,7 +27,7 @@ def test_an_offer_expires_on_time_and_the_next_customer_is_texted(make_app, tmp_
         s.booking.status = "cancelled"
         due = utcnow() + timedelta(seconds=1)
         first = f.offer(db.session, opening, s.customers[0], expires_at=due)
-        effects.request(db.session, Kind.EXPIRE_OFFER, first.id, at=due)
+        effects.request(db.session, EffectKind.EXPIRE_OFFER, first.id, at=due)
         db.session.commit()
         first_id, second_phone = first.id, s.customers[1].phone
 
@@ -45,16 +47,16 @@ def test_an_offer_expires_on_time_and_the_next_customer_is_texted(make_app, tmp_
 
 
 def test_sqlite_refuses_a_double_booking_in_code(make_app, tmp_path):
-    from recovery import loop
-    from recovery.booking import SlotTaken, ensure_free
+
+    from recovery.availability.overlap import SlotTaken, ensure_free
 
     app = make_app(SQLALCHEMY_DATABASE_URI=f"sqlite:///{tmp_path / 'demo.sqlite3'}", REDIS_URL=None)
     with app.app_context():
         upgrade()
         now = utcnow()
         s = scene(db.session, now, n_customers=2)
-        opening = loop.cancel_appointment(db.session, s.booking.id, now=now).opening
-        loop.offer_next(db.session, opening.id, now=now)
+        opening = cancellation.cancel_appointment(db.session, s.booking.id, now=now).opening
+        offering.offer_next(db.session, opening.id, now=now)
         # Staff book the freed time by hand before the customer answers.
         f.appointment(
             db.session,
@@ -65,7 +67,9 @@ def test_sqlite_refuses_a_double_booking_in_code(make_app, tmp_path):
         )
         with pytest.raises(SlotTaken):
             ensure_free(db.session, s.chair.id, opening.starts_at, opening.ends_at)
-        result = loop.accept_offer(db.session, loop.live_offer(db.session, opening.id).id, now=now)
-        assert result.outcome is loop.AcceptOutcome.TAKEN
+        result = accepting.accept_offer(
+            db.session, openings.live_offer(db.session, opening.id).id, now=now
+        )
+        assert result.outcome is accepting.AcceptOutcome.TAKEN
         db.session.rollback()
         db.session.remove()

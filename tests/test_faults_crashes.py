@@ -21,11 +21,12 @@ from app import create_app
 from jobs import tasks
 from jobs.connection import queue_for
 from jobs.dispatch import RQDispatcher
-from recovery import loop, texts
 from recovery.db import CLOCK_EXTENSION, db, utcnow
-from recovery.effects import Effect, Kind
-from recovery.messaging import Purpose, queue_sms
+from recovery.effects import Effect, EffectKind
+from recovery.messaging import texts
+from recovery.messaging.outbox import Purpose, queue_sms
 from recovery.models import Appointment, Message, OfferStatus, SlotOffer
+from recovery.offers.openings import live_offer
 from tests import factories as f
 from tests.conftest import REDIS_URL, app_config, dispose
 from tests.fake_twilio import FakeTwilio
@@ -94,7 +95,7 @@ def test_a_worker_killed_mid_send_sends_exactly_once_after_restart(
 
     # The provider holds the request: the worker has committed nothing and sent nothing yet.
     fake_twilio.hold()
-    RQDispatcher(app).dispatch([Effect(Kind.SEND_MESSAGE, (message.id,))])
+    RQDispatcher(app).dispatch([Effect(EffectKind.SEND_MESSAGE, (message.id,))])
     with running(WORKER, env) as worker:
         wait_until(lambda: fake_twilio.held, 30, "the send to reach the provider", worker)
         worker.stop(signal.SIGKILL)
@@ -116,7 +117,7 @@ def test_a_worker_killed_mid_send_sends_exactly_once_after_restart(
         queue_for(app).enqueue("jobs.tasks.sweep")  # what the scheduler does every minute
         sent = wait_until(lambda: fake_twilio.messages, 30, "the message to go out", worker)
         # A second, duplicate job for the same message changes nothing either.
-        RQDispatcher(app).dispatch([Effect(Kind.SEND_MESSAGE, (message.id,))])
+        RQDispatcher(app).dispatch([Effect(EffectKind.SEND_MESSAGE, (message.id,))])
         wait_until(lambda: redis_conn.llen("rq:queue:default") == 0, 30, "the queue to drain")
         settle(1.0)
 
@@ -161,7 +162,7 @@ def test_with_the_scheduler_down_no_offer_stays_stuck(
     committed.commit()
     # Their exact-time expiry jobs go to rq-scheduler; half of them are then lost.
     RQDispatcher(app).dispatch(
-        [Effect(Kind.EXPIRE_OFFER, (o.id,), at=o.expires_at) for o in offers[: n // 2]]
+        [Effect(EffectKind.EXPIRE_OFFER, (o.id,), at=o.expires_at) for o in offers[: n // 2]]
     )
     env = twilio_env(database_url, fake_twilio)
 
@@ -267,7 +268,7 @@ def test_with_redis_down_a_yes_still_gets_one_booking_and_an_answer(
             totals = tasks.sweep()
         assert totals["released_holds"] == 2
         committed.expire_all()
-        live = [loop.live_offer(committed, o.id) for o in openings]
+        live = [live_offer(committed, o.id) for o in openings]
         assert all(x is not None for x in live)
         assert next_up.id in [x.customer_id for x in live]
     assert "dispatching" in caplog.text  # the lost jobs were logged, not silently dropped
@@ -340,7 +341,7 @@ def test_postgres_restarted_under_a_running_service_recovers_by_itself(private_d
             yes_sid = new_sid()
             assert sms("YES", yes_sid).status >= 500  # Twilio retries a failed webhook
             # A send job that runs during the outage fails and is retried by RQ.
-            RQDispatcher(setup).dispatch([Effect(Kind.SEND_MESSAGE, (seeded["message_id"],))])
+            RQDispatcher(setup).dispatch([Effect(EffectKind.SEND_MESSAGE, (seeded["message_id"],))])
             wait_until(lambda: "OperationalError" in worker.output(), 30, "the job to fail", worker)
 
             cluster.start()  # no process is restarted, nothing is done by hand

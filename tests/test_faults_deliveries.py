@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 from twilio.request_validator import RequestValidator
 
-from recovery import loop
+from recovery.booking import cancellation
 from recovery.db import db
 from recovery.models import (
     Appointment,
@@ -24,6 +24,7 @@ from recovery.models import (
     Payment,
     SlotOffer,
 )
+from recovery.offers import offering, openings
 from tests.scenario import scene
 from tests.twilio_signing import AUTH_TOKEN, SHOP_NUMBER, new_sid, reply_text, signed_post
 
@@ -35,9 +36,9 @@ UNKNOWN = "+447911999999"
 def offered(session, clock, recorder):
     """An opening offered to the first of three customers; its offer SMS already sent."""
     s = scene(session, clock.now)
-    opening = loop.cancel_appointment(session, s.booking.id, now=clock.now).opening
-    loop.offer_next(session, opening.id, now=clock.now)
-    offer = loop.live_offer(session, opening.id)
+    opening = cancellation.cancel_appointment(session, s.booking.id, now=clock.now).opening
+    offering.offer_next(session, opening.id, now=clock.now)
+    offer = openings.live_offer(session, opening.id)
     sms = session.scalar(select(Message).where(Message.slot_offer_id == offer.id))
     sms.status, sms.provider_sid = "sent", "SM" + "0" * 32
     session.commit()

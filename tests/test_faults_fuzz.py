@@ -17,10 +17,11 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 from twilio.request_validator import RequestValidator
 
-from recovery import loop
+from recovery.booking import cancellation
 from recovery.db import db
-from recovery.inbound import Keyword, classify
 from recovery.models import Direction, Message
+from recovery.offers import offering
+from recovery.offers.inbound import Keyword, classify
 from tests.scenario import scene
 from tests.twilio_signing import AUTH_TOKEN, SHOP_NUMBER
 
@@ -84,8 +85,8 @@ def world(session, clock, recorder):
     """A shop whose first customer (KNOWN) holds a live offer."""
     s = scene(session, clock.now)
     s.customers[0].phone = KNOWN
-    opening = loop.cancel_appointment(session, s.booking.id, now=clock.now).opening
-    loop.offer_next(session, opening.id, now=clock.now)
+    opening = cancellation.cancel_appointment(session, s.booking.id, now=clock.now).opening
+    offering.offer_next(session, opening.id, now=clock.now)
     session.commit()
     recorder.clear()
     return s

@@ -31,8 +31,9 @@ import pytest
 from sqlalchemy import func, select, update
 
 from jobs import tasks
-from recovery import loop, texts
+from recovery.booking import holds
 from recovery.db import db, utcnow
+from recovery.messaging import texts
 from recovery.models import (
     Appointment,
     Customer,
@@ -43,6 +44,7 @@ from recovery.models import (
     SlotOffer,
     SlotOpening,
 )
+from recovery.offers import accepting, openings
 from tests import factories as f
 from tests.twilio_signing import new_sid, reply_text, signed_post
 
@@ -149,7 +151,7 @@ def set_up(app, session, lane: Lane, kind: str, batch: int) -> Trial:
     else:  # payment_failure: A already won and holds the slot, awaiting payment
         offer = f.offer(session, opening, a)
         trial.offer_id = offer.id
-        trial.payment_id = loop.accept_offer(session, offer.id, now).payment.id
+        trial.payment_id = accepting.accept_offer(session, offer.id, now).payment.id
         trial.calls = [
             ("a", post_yes(app, a.phone)),
             ("b", post_yes(app, b.phone)),
@@ -161,7 +163,7 @@ def set_up(app, session, lane: Lane, kind: str, batch: int) -> Trial:
 def fail_payment(app, payment_id: int) -> Callable[[], str]:
     def call() -> str:
         with app.app_context():
-            result = loop.fail_payment(db.session, payment_id)
+            result = holds.fail_payment(db.session, payment_id)
             db.session.commit()
             return result
 
@@ -253,7 +255,7 @@ def check(session, trial: Trial) -> str:
             return "won"
         assert reply == texts.expired() and offer_status == OfferStatus.EXPIRED, context
         # ...and the slot went on to the next customer at once.
-        live = loop.live_offer(session, trial.opening_id)
+        live = openings.live_offer(session, trial.opening_id)
         assert live is not None and live.customer_id != ids["a"], context
         return "expired"
     # payment_failure

@@ -4,10 +4,11 @@ import pytest
 from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
-from recovery import loop
-from recovery.messaging import deliver
+from recovery.booking import cancellation
+from recovery.messaging.gateway import SandboxSender
+from recovery.messaging.outbox import deliver
 from recovery.models import Customer, Message, OfferStatus, OpeningStatus, SlotOffer
-from recovery.sms import SandboxSender
+from recovery.offers import offering, openings
 from tests import factories as f
 from tests.scenario import scene
 from tests.twilio_signing import AUTH_TOKEN, SHOP_NUMBER, new_sid, reply_text, signed_post
@@ -17,10 +18,10 @@ from tests.twilio_signing import AUTH_TOKEN, SHOP_NUMBER, new_sid, reply_text, s
 def offered(session, clock, recorder):
     """An opening offered to the first of three customers."""
     s = scene(session, clock.now)
-    opening = loop.cancel_appointment(session, s.booking.id, now=clock.now).opening
-    loop.offer_next(session, opening.id, now=clock.now)
+    opening = cancellation.cancel_appointment(session, s.booking.id, now=clock.now).opening
+    offering.offer_next(session, opening.id, now=clock.now)
     session.commit()
-    return s, opening, loop.live_offer(session, opening.id)
+    return s, opening, openings.live_offer(session, opening.id)
 
 
 def messages(session) -> int:
@@ -130,7 +131,7 @@ def test_no_declines_and_offers_the_next_at_once(client, session, offered, recor
     assert answer == "OK, no problem. We'll offer it to someone else."
     session.expire_all()
     assert offer.status == OfferStatus.DECLINED
-    assert loop.live_offer(session, opening.id).customer_id == s.customers[1].id
+    assert openings.live_offer(session, opening.id).customer_id == s.customers[1].id
 
 
 def test_duplicate_message_sid_has_no_second_effect(client, session, offered):
@@ -141,7 +142,7 @@ def test_duplicate_message_sid_has_no_second_effect(client, session, offered):
     assert first.status_code == second.status_code == 200
     assert reply_text(second) == ""  # answered, ignored
     session.expire_all()
-    second_offer = loop.live_offer(session, opening.id)
+    second_offer = openings.live_offer(session, opening.id)
     assert second_offer.customer_id == s.customers[1].id  # not skipped past
     inbound = session.scalar(
         select(func.count()).select_from(Message).where(Message.provider_sid == sid)
@@ -164,8 +165,8 @@ def test_stop_stops_everything_for_that_number(client, session, offered, clock):
     booking = f.appointment(
         session, other, s.owner, s.service, starts_at=opening.starts_at, paid=True
     )
-    second = loop.cancel_appointment(session, booking.id, now=clock.now).opening
-    loop.offer_next(session, second.id, now=clock.now)
+    second = cancellation.cancel_appointment(session, booking.id, now=clock.now).opening
+    offering.offer_next(session, second.id, now=clock.now)
     offered_second = session.scalars(
         select(SlotOffer.customer_id).where(SlotOffer.slot_opening_id == second.id)
     ).all()
@@ -262,7 +263,7 @@ def test_missing_fields_are_a_clear_400(client, session, offered):
 
 
 def test_a_shop_without_its_own_number_is_reached_at_the_default(client, session, offered):
-    from recovery.sms import SANDBOX_FROM_NUMBER
+    from recovery.messaging.gateway import SANDBOX_FROM_NUMBER
 
     s, _, _ = offered
     s.shop.sms_from_number = None

@@ -23,7 +23,9 @@ def test_login_shows_the_shop(client, session):
         "/login",
         data={"csrf_token": csrf(client), "email": "Sam@Fade.example", "password": "pw-123456"},
     )
-    assert response.status_code == 302 and response.location.endswith("/admin/")
+    # Staff land on the calendar; the dashboard stays at /admin/.
+    assert response.status_code == 302 and response.location.endswith("/admin/calendar/")
+    assert "Fade Street" in client.get(response.location).get_data(as_text=True)
     assert "Fade Street" in client.get("/admin/").get_data(as_text=True)
 
 
@@ -56,4 +58,4 @@ def test_next_never_leaves_the_site(client, session):
         "/login?next=https://evil.example/",
         data={"csrf_token": csrf(client), "email": "sam@fade.example", "password": "pw-123456"},
     )
-    assert response.location.endswith("/admin/")
+    assert response.location.endswith("/admin/calendar/")

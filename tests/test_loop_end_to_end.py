@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import select
 
-from recovery import loop
+from recovery.booking import cancellation, holds
 from recovery.db import CLOCK_EXTENSION, db
-from recovery.effects import DISPATCHER_EXTENSION, Kind
+from recovery.effects import DISPATCHER_EXTENSION, EffectKind
 from recovery.models import Appointment, OfferStatus, OpeningStatus, SlotOffer
 from tests.conftest import truncate_all
 from tests.scenario import scene
@@ -36,7 +36,7 @@ def world(twilio_app, redis_conn):
 def test_whole_loop(twilio_app, fake_twilio, world):
     s, clock, driver = world
     a, b = s.customers
-    opening = loop.cancel_appointment(db.session, s.booking.id, now=clock.now).opening
+    opening = cancellation.cancel_appointment(db.session, s.booking.id, now=clock.now).opening
     db.session.commit()
 
     driver.run_due()  # refund by policy + its SMS; offer_next -> offer to A -> its SMS
@@ -51,7 +51,7 @@ def test_whole_loop(twilio_app, fake_twilio, world):
     assert driver.run_due() == []  # not yet: the expiry waits for its time
     clock.advance(seconds=1)
     ran = driver.run_due()
-    assert [e.kind for e in ran] == [Kind.EXPIRE_OFFER, Kind.SEND_MESSAGE]
+    assert [e.kind for e in ran] == [EffectKind.EXPIRE_OFFER, EffectKind.SEND_MESSAGE]
     assert [m["to"] for m in fake_twilio.messages] == [s.owner.phone, a.phone, b.phone]
 
     answer = reply_text(
@@ -77,7 +77,7 @@ def test_whole_loop(twilio_app, fake_twilio, world):
     assert booking.customer_id == b.id and booking.status == "pending_payment"
     assert db.session.get(type(opening), opening.id).status == OpeningStatus.FILLED
 
-    loop.confirm_payment(db.session, booking.payments[0].id, now=clock.now)
+    holds.confirm_payment(db.session, booking.payments[0].id, now=clock.now)
     db.session.commit()
     driver.run_due()
     assert fake_twilio.messages[-1]["to"] == b.phone

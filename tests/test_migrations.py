@@ -10,9 +10,9 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import inspect, select, text
 
 from recovery.db import db
-from recovery.demo import seed_demo
+from recovery.demo.seed import seed_demo
 from recovery.models import Appointment, Customer, Shop
-from tests.conftest import recreate_database
+from tests.conftest import TEST_DB_NAME, recreate_database
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -25,7 +25,7 @@ def drift(app) -> list:
 
 @pytest.fixture
 def empty_pg_app(make_app):
-    return make_app(SQLALCHEMY_DATABASE_URI=recreate_database("slot_recovery_migrations"))
+    return make_app(SQLALCHEMY_DATABASE_URI=recreate_database(TEST_DB_NAME + "_migrations"))
 
 
 def test_one_head():

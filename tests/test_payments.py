@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from recovery import loop, refunds
+from recovery.booking import cancellation, holds
 from recovery.db import db
-from recovery.effects import Kind
+from recovery.effects import EffectKind
 from recovery.models import (
     DepositKind,
     OfferStatus,
@@ -22,7 +22,9 @@ from recovery.models import (
     SlotOffer,
     SlotOpening,
 )
-from recovery.money import deposit_minor, format_money
+from recovery.offers import accepting, offering
+from recovery.payments import refunds
+from recovery.payments.money import deposit_minor, format_money
 from recovery.sweep import sweep_batch
 from tests import factories as f
 from tests.scenario import scene
@@ -62,10 +64,10 @@ def test_money_is_shown_in_the_shops_currency():
 def test_a_recovered_booking_asks_the_same_deposit_as_a_normal_one(session, clock, kind):
     s = scene(session, clock.now)
     s.service.deposit_kind, s.service.deposit_value = kind, 40
-    loop.cancel_appointment(session, s.booking.id, now=clock.now)
-    loop.offer_next(session, _opening_id(session), clock.now)
+    cancellation.cancel_appointment(session, s.booking.id, now=clock.now)
+    offering.offer_next(session, _opening_id(session), clock.now)
     offer = session.scalar(select(SlotOffer).where(SlotOffer.status == OfferStatus.SENT))
-    won = loop.accept_offer(session, offer.id, now=clock.now)
+    won = accepting.accept_offer(session, offer.id, now=clock.now)
     assert won.payment.amount_minor == deposit_minor(s.service)
     assert won.payment.currency == s.shop.currency
     assert won.appointment.status == "pending_payment"
@@ -77,10 +79,10 @@ def _opening_id(session) -> int:
 
 def test_sandbox_page_says_it_is_a_sandbox(session, clock, client, app):
     s = scene(session, clock.now)
-    loop.cancel_appointment(session, s.booking.id, now=clock.now)
-    loop.offer_next(session, _opening_id(session), clock.now)
+    cancellation.cancel_appointment(session, s.booking.id, now=clock.now)
+    offering.offer_next(session, _opening_id(session), clock.now)
     offer = session.scalar(select(SlotOffer).where(SlotOffer.status == OfferStatus.SENT))
-    won = loop.accept_offer(session, offer.id, now=clock.now)
+    won = accepting.accept_offer(session, offer.id, now=clock.now)
     session.commit()
     html = client.get(f"/pay/{won.payment.token}").get_data(as_text=True)
     assert "Sandbox payment" in html and "no card is charged" in html
@@ -149,8 +151,8 @@ def test_sweep_repairs_lost_refund_and_cancellation_jobs(session, clock, recorde
     report = sweep_batch(session, clock.now + timedelta(minutes=2))
     assert report.requeued_payment_work == 2
     session.commit()
-    assert (refund.id,) in [e.args for e in recorder.of_kind(Kind.REFUND)]
-    assert (released.id,) in [e.args for e in recorder.of_kind(Kind.CANCEL_PAYMENT)]
+    assert (refund.id,) in [e.args for e in recorder.of_kind(EffectKind.REFUND)]
+    assert (released.id,) in [e.args for e in recorder.of_kind(EffectKind.CANCEL_PAYMENT)]
 
 
 def test_cancelling_an_unpaid_booking_closes_its_payment_request(session, clock):
@@ -164,7 +166,7 @@ def test_cancelling_an_unpaid_booking_closes_its_payment_request(session, clock)
         status="pending_payment",
     )
     request = f.payment(session, unpaid, status="pending")
-    result = loop.cancel_appointment(session, unpaid.id, now=clock.now)
+    result = cancellation.cancel_appointment(session, unpaid.id, now=clock.now)
     assert result.opening is None and "not paid" in result.note
     assert request.status == "canceled" and request.provider_closed_at == clock.now
     assert request.refunds == []
@@ -179,26 +181,26 @@ def test_staff_cancel_racing_a_payment_never_deadlocks_and_keeps_the_money_right
     for trial in range(trials):
         now = datetime.now(UTC)
         s = scene(committed, now, n_customers=1, name=f"Race {trial}")
-        loop.cancel_appointment(committed, s.booking.id, now=now)
-        loop.offer_next(committed, _opening_id_of(committed, s.booking.id), now)
+        cancellation.cancel_appointment(committed, s.booking.id, now=now)
+        offering.offer_next(committed, _opening_id_of(committed, s.booking.id), now)
         offer = committed.scalar(
             select(SlotOffer).where(
                 SlotOffer.status == OfferStatus.SENT, SlotOffer.customer_id == s.customers[0].id
             )
         )
-        won = loop.accept_offer(committed, offer.id, now=now)
+        won = accepting.accept_offer(committed, offer.id, now=now)
         committed.commit()
         appointment_id, payment_id = won.appointment.id, won.payment.id
 
         def cancel(appointment_id=appointment_id):
             with app.app_context():
-                loop.cancel_appointment(db.session, appointment_id, reason="staff")
+                cancellation.cancel_appointment(db.session, appointment_id, reason="staff")
                 db.session.commit()
                 db.session.remove()
 
         def confirm(payment_id=payment_id):
             with app.app_context():
-                loop.confirm_payment(db.session, payment_id)
+                holds.confirm_payment(db.session, payment_id)
                 db.session.commit()
                 db.session.remove()
 

@@ -18,9 +18,10 @@ import pytest
 from sqlalchemy import func, select, update
 
 from jobs import tasks
-from recovery import loop
+from recovery.booking import holds
 from recovery.db import db, utcnow
 from recovery.models import Appointment, Customer, OfferStatus, Resource, Service, SlotOffer
+from recovery.offers import accepting, openings
 from tests import factories as f
 from tests.twilio_signing import new_sid, reply_text, signed_post
 
@@ -187,7 +188,7 @@ def test_yes_against_the_expiry(app, committed, world, caplog):
         else:
             assert status == OfferStatus.EXPIRED and reply.startswith(EXPIRED), reply
             # ...and the slot moved on to the next customer at once.
-            assert loop.live_offer(committed, opening.id).customer_id != w.a.id
+            assert openings.live_offer(committed, opening.id).customer_id != w.a.id
             outcomes["expired"] += 1
         end_trial(committed)
     assert sum(outcomes.values()) == TRIALS
@@ -205,12 +206,12 @@ def test_yes_against_a_reopen(app, committed, world):
         opening = new_opening(committed, w, k)
         offer = f.offer(committed, opening, a)
         committed.commit()
-        payment_id = loop.accept_offer(committed, offer.id).payment.id
+        payment_id = accepting.accept_offer(committed, offer.id).payment.id
         committed.commit()
 
         def fail_payment(payment_id=payment_id):
             with app.app_context():
-                result = loop.fail_payment(db.session, payment_id)
+                result = holds.fail_payment(db.session, payment_id)
                 db.session.commit()
                 return result
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from recovery.effects import Kind
+from recovery.effects import EffectKind
 from recovery.models import Message, OfferStatus, SlotOffer, SlotOpening
 from tests.scenario import scene
 
@@ -52,7 +52,7 @@ def test_cancel_opens_one_slot_and_says_so_every_time(session, s, run, recorder)
     again = run("cancel", s.booking.id)
     assert again.output == expected
     assert opening_count(session) == 1
-    assert [e.args for e in recorder.of_kind(Kind.OFFER_NEXT)] == [(opening.id,)]
+    assert [e.args for e in recorder.of_kind(EffectKind.OFFER_NEXT)] == [(opening.id,)]
 
 
 def test_offer_next_offers_the_first_customer_in_line(session, s, run):

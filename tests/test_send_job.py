@@ -5,9 +5,9 @@ from sqlalchemy import select
 
 from jobs import tasks
 from recovery.db import db
-from recovery.messaging import Purpose, deliver, queue_sms
+from recovery.messaging.gateway import TemporarySendError, sender_for
+from recovery.messaging.outbox import Purpose, deliver, queue_sms
 from recovery.models import Message
-from recovery.sms import TemporarySendError, sender_for
 from tests import factories as f
 from tests.conftest import truncate_all
 

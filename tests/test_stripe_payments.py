@@ -19,9 +19,9 @@ from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from jobs.dispatch import JOBS, resolve
-from recovery import loop, refunds
+from recovery.booking import cancellation
 from recovery.db import CLOCK_EXTENSION, db
-from recovery.effects import DISPATCHER_EXTENSION, Kind
+from recovery.effects import DISPATCHER_EXTENSION, EffectKind
 from recovery.models import (
     Appointment,
     Message,
@@ -32,6 +32,8 @@ from recovery.models import (
     SlotOffer,
     SlotOpening,
 )
+from recovery.offers import accepting
+from recovery.payments import refunds
 from tests.conftest import STRIPE_WEBHOOK_SECRET, truncate_all
 from tests.processes import free_port, wait_until
 from tests.scenario import scene
@@ -53,13 +55,13 @@ class World:
     # -- the loop, up to a YES that wins
     def win(self):
         s = self.s
-        loop.cancel_appointment(db.session, s.booking.id, now=self.clock.now)
+        cancellation.cancel_appointment(db.session, s.booking.id, now=self.clock.now)
         db.session.commit()
         self.driver.run_due()
         offer = db.session.scalar(select(SlotOffer).where(SlotOffer.status == OfferStatus.SENT))
-        won = loop.accept_offer(db.session, offer.id, now=self.clock.now)
+        won = accepting.accept_offer(db.session, offer.id, now=self.clock.now)
         db.session.commit()
-        assert won.outcome == loop.AcceptOutcome.WON
+        assert won.outcome == accepting.AcceptOutcome.WON
         return won.appointment.id, won.payment.id
 
     def page(self, payment_id: int):
@@ -82,7 +84,7 @@ class World:
         db.session.expire_all()
         return [e.kind for e in ran]
 
-    def run_jobs_except(self, kind: Kind):
+    def run_jobs_except(self, kind: EffectKind):
         """Run what is due, holding back one kind of job (as if its worker were slow)."""
         while True:
             self.held += [e for e in self.recorder.effects if e.kind == kind]
@@ -184,7 +186,7 @@ def test_paid_deposit_books_the_slot_and_texts_the_customer(world):
 
     response = world.post(event_for(paid, "payment_intent.succeeded"))
     assert response.status_code == 200
-    assert world.run_jobs()[0] == Kind.SYNC_PAYMENT
+    assert world.run_jobs()[0] == EffectKind.SYNC_PAYMENT
 
     assert state(appointment_id, payment_id) == ("booked", "filled", "accepted", "succeeded")
     winner = world.s.customers[0]
@@ -217,10 +219,10 @@ def test_abandoned_payment_is_released_and_cancelled_at_stripe(world):
     intent_id = world.intent_of(payment_id)
 
     world.clock.advance(minutes=14)
-    assert Kind.RELEASE_HOLD not in world.run_jobs()  # not due yet
+    assert EffectKind.RELEASE_HOLD not in world.run_jobs()  # not due yet
     world.clock.advance(minutes=1)
     ran = world.run_jobs()
-    assert Kind.RELEASE_HOLD in ran and Kind.CANCEL_PAYMENT in ran
+    assert EffectKind.RELEASE_HOLD in ran and EffectKind.CANCEL_PAYMENT in ran
 
     assert state(appointment_id, payment_id) == ("cancelled", "open", "declined", "canceled")
     assert world.customer.intent(intent_id).status == "canceled"
@@ -256,7 +258,7 @@ def test_late_payment_after_release_is_refunded_in_full_and_the_customer_told(wo
     intent_id = world.intent_of(payment_id)
     world.clock.advance(minutes=16)
     # The hold is released; the customer pays before the cancellation reaches Stripe.
-    world.run_jobs_except(Kind.CANCEL_PAYMENT)
+    world.run_jobs_except(EffectKind.CANCEL_PAYMENT)
     assert state(appointment_id, payment_id)[0] == "cancelled"
     paid = world.customer.pay(intent_id)
 
@@ -322,7 +324,7 @@ def test_unknown_event_types_and_unknown_intents_get_200_and_change_nothing(worl
     ):
         response = world.post(event)
         assert response.status_code == 200
-    assert world.recorder.of_kind(Kind.SYNC_PAYMENT) == []
+    assert world.recorder.of_kind(EffectKind.SYNC_PAYMENT) == []
     assert state(appointment_id, payment_id)[0] == "pending_payment"
 
 
@@ -354,7 +356,7 @@ def test_forged_or_missing_signature_is_refused_and_changes_nothing(world, forge
     assert response.status_code == 400
     db.session.expire_all()
     assert db.session.scalar(select(func.count()).select_from(ProviderEvent)) == 0
-    assert world.recorder.of_kind(Kind.SYNC_PAYMENT) == []
+    assert world.recorder.of_kind(EffectKind.SYNC_PAYMENT) == []
     assert state(appointment_id, payment_id)[0] == "pending_payment"
 
 
@@ -378,7 +380,7 @@ def _stripe_paid_booking(world, hours_ahead: float):
 )
 def test_cancelling_a_paid_booking_refunds_by_the_shops_policy(world, hours_ahead, refunded):
     booking, payment = _stripe_paid_booking(world, hours_ahead)
-    loop.cancel_appointment(db.session, booking.id, now=world.clock.now)
+    cancellation.cancel_appointment(db.session, booking.id, now=world.clock.now)
     db.session.commit()
     world.run_jobs()
     world.run_jobs()  # a second run (a retried job) refunds nothing more
@@ -394,7 +396,7 @@ def test_refund_policy_follows_the_shops_settings(world):
     world.s.shop.full_refund_hours = 48
     world.s.shop.late_refund_percent = 25
     booking, payment = _stripe_paid_booking(world, 30)
-    loop.cancel_appointment(db.session, booking.id, now=world.clock.now)
+    cancellation.cancel_appointment(db.session, booking.id, now=world.clock.now)
     db.session.commit()
     world.run_jobs()
     assert world.customer.refunds(payment.provider_ref) == [500]
@@ -471,7 +473,9 @@ def test_a_real_delivery_signed_by_the_stripe_fake_is_accepted_once(world, local
         world.customer.pay(world.intent_of(payment_id))
 
         def delivered():  # (events of earlier tests may arrive too: wait for ours)
-            return (payment_id,) in [e.args for e in world.recorder.of_kind(Kind.SYNC_PAYMENT)]
+            return (payment_id,) in [
+                e.args for e in world.recorder.of_kind(EffectKind.SYNC_PAYMENT)
+            ]
 
         wait_until(delivered, timeout=15, what="localstripe's webhook delivery")
     finally:
@@ -506,7 +510,7 @@ def test_back_from_paying_the_page_confirms_before_the_webhook(world):
 
 def test_page_of_a_cancelled_paid_booking_says_what_is_refunded(world):
     booking, payment = _stripe_paid_booking(world, 2)
-    loop.cancel_appointment(db.session, booking.id, now=world.clock.now)
+    cancellation.cancel_appointment(db.session, booking.id, now=world.clock.now)
     db.session.commit()
     html = world.client.get(f"/pay/{payment.token}").get_data(as_text=True)
     assert "This booking was cancelled. £10 of your payment is being refunded." in html
@@ -521,7 +525,9 @@ def test_staff_cancelling_a_held_slot_tells_the_winner_and_closes_the_intent(wor
     appointment_id, payment_id = world.win()
     world.page(payment_id)
     intent_id = world.intent_of(payment_id)
-    loop.cancel_appointment(db.session, appointment_id, reason="shop closed", now=world.clock.now)
+    cancellation.cancel_appointment(
+        db.session, appointment_id, reason="shop closed", now=world.clock.now
+    )
     db.session.commit()
     world.run_jobs()
     assert state(appointment_id, payment_id)[:3] == ("cancelled", "open", "declined")

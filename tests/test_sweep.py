@@ -6,9 +6,10 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from jobs import tasks
-from recovery import loop
+from recovery.booking import cancellation
 from recovery.db import utcnow
 from recovery.models import Message, OfferStatus, SlotOffer
+from recovery.offers.openings import live_offer
 from tests import factories as f
 
 
@@ -83,18 +84,18 @@ def test_sweep_restarts_an_opening_whose_job_was_lost(app, committed, recorder):
     owner = f.customer(committed, shop)
     waiting = f.customer(committed, shop)
     source = f.appointment(committed, chair, owner, service, paid=True)
-    result = loop.cancel_appointment(committed, source.id)
+    result = cancellation.cancel_appointment(committed, source.id)
     committed.commit()
     recorder.clear()  # the offer_next job never ran: lost with a crashed worker
     report = tasks.sweep()
     assert report["restarted_openings"] == 1
     committed.expire_all()
-    assert loop.live_offer(committed, result.opening.id).customer_id == waiting.id
+    assert live_offer(committed, result.opening.id).customer_id == waiting.id
 
 
 def test_sweep_requeues_a_message_a_crash_left_queued(app, committed, recorder):
-    from recovery.effects import Kind
-    from recovery.messaging import Purpose, queue_sms
+    from recovery.effects import EffectKind
+    from recovery.messaging.outbox import Purpose, queue_sms
 
     shop = f.shop(committed)
     customer = f.customer(committed, shop)
@@ -103,4 +104,4 @@ def test_sweep_requeues_a_message_a_crash_left_queued(app, committed, recorder):
     committed.commit()
     recorder.clear()
     tasks.sweep()
-    assert [e.args for e in recorder.of_kind(Kind.SEND_MESSAGE)] == [(message.id,)]
+    assert [e.args for e in recorder.of_kind(EffectKind.SEND_MESSAGE)] == [(message.id,)]

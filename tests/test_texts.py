@@ -4,8 +4,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from recovery import texts
-from recovery.gsm import is_gsm7, segments
+from recovery.messaging import texts
+from recovery.messaging.gsm import is_gsm7, segments
 from recovery.models import DepositKind, Service, Shop
 
 

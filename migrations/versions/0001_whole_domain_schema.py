@@ -2,7 +2,7 @@
 
 PostgreSQL gets the exclusion constraint that refuses overlapping active appointments
 (it needs btree_gist for the ``resource_id WITH =`` part); SQLite, used only by the
-embedded demo, relies on the check in ``recovery.booking``.
+embedded demo, relies on the check in ``recovery.availability.overlap``.
 
 Revision ID: 0001
 Revises: 

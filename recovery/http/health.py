@@ -8,12 +8,10 @@ from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
 from recovery.db import db
-from recovery.redis_client import current_redis
+from recovery.redis_client import HEARTBEAT_KEY, QUEUE_NAME, current_redis
 
 log = logging.getLogger(__name__)
 bp = Blueprint("health", __name__)
-
-HEARTBEAT_KEY = "slot_recovery:heartbeat"
 
 
 def _check_database() -> dict:
@@ -36,7 +34,7 @@ def _check_queue() -> dict:
         return {
             "ok": True,
             "backend": "rq",
-            "queued": redis.llen("rq:queue:default"),
+            "queued": redis.llen(f"rq:queue:{QUEUE_NAME}"),
             "last_heartbeat": heartbeat.decode() if heartbeat else None,
         }
     except Exception as exc:

@@ -14,13 +14,16 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_datetime, format_time
 from flask import Blueprint, abort, current_app, render_template
 
+from recovery.booking.checkout import open_checkout
 from recovery.db import db, utcnow
-from recovery.gateway import SANDBOX, GatewayError, gateway_for
-from recovery.money import format_money
-from recovery.settlement import open_checkout
+from recovery.http.private import keep_private
+from recovery.payments.gateway import SANDBOX, GatewayError, gateway_for
+from recovery.payments.money import format_money
 
 log = logging.getLogger(__name__)
 bp = Blueprint("pay", __name__, template_folder="templates")
+# The token is the key to this page: every answer under it, a 404 too, stays private.
+bp.after_request(keep_private)
 
 
 @bp.get("/pay/<token>")
@@ -33,7 +36,7 @@ def page(token: str):
     except GatewayError:
         db.session.rollback()
         log.exception("payment page: gateway unavailable")
-        return _headers(render_template("pay/unavailable.html"), 503)
+        return render_template("pay/unavailable.html"), 503
     if checkout is None:
         abort(404)
     appt, payment = checkout.appointment, checkout.payment
@@ -53,17 +56,4 @@ def page(token: str):
         sandbox=payment.provider == SANDBOX,
         publishable_key=current_app.config.get("STRIPE_PUBLISHABLE_KEY"),
     )
-    return _headers(html, 200)
-
-
-def _headers(html: str, status: int):
-    # The token is the key to this page: keep it out of caches, referrers and indexes.
-    return (
-        html,
-        status,
-        {
-            "Cache-Control": "no-store",
-            "Referrer-Policy": "no-referrer",
-            "X-Robots-Tag": "noindex",
-        },
-    )
+    return html, 200

@@ -13,7 +13,7 @@ import stripe
 from flask import Blueprint, current_app, jsonify, request
 
 from recovery.db import db, utcnow
-from recovery.settlement import record_stripe_event
+from recovery.payments.events import record_stripe_event
 
 log = logging.getLogger(__name__)
 bp = Blueprint("stripe_webhooks", __name__, url_prefix="/webhooks")

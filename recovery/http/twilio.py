@@ -10,8 +10,8 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from recovery.db import db, utcnow
-from recovery.inbound import InboundSms, handle_inbound
 from recovery.models import Message
+from recovery.offers.inbound import InboundSms, handle_inbound
 
 log = logging.getLogger(__name__)
 bp = Blueprint("twilio_webhooks", __name__, url_prefix="/webhooks/twilio")

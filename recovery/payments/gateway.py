@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 HTTP_TIMEOUT_SECONDS = 10
 SANDBOX = "sandbox"
 STRIPE = "stripe"
+DESK = "desk"  # money taken in the shop and recorded by staff
 _EXTENSION = "recovery.gateways"
 
 
@@ -96,6 +97,25 @@ class SandboxGateway:
 
     def refund(self, provider_ref: str, amount_minor: int, idempotency_key: str) -> str:
         return f"sandbox_re_{idempotency_key}"
+
+
+class DeskGateway:
+    """Money paid at the desk is handed back at the desk: a refund is recorded for staff
+    to pay out; there is nothing online to start, look up or cancel."""
+
+    name = DESK
+
+    def start(self, payment: Payment) -> Intent:
+        raise GatewayError("a desk payment has no online payment page")
+
+    def lookup(self, provider_ref: str) -> Intent:
+        return Intent(provider_ref, IntentState.SUCCEEDED)
+
+    def cancel(self, provider_ref: str) -> IntentState:
+        return IntentState.SUCCEEDED
+
+    def refund(self, provider_ref: str, amount_minor: int, idempotency_key: str) -> str:
+        return f"desk_re_{idempotency_key}"
 
 
 def _stripe_errors(func):
@@ -199,6 +219,8 @@ def gateway_for(app: Flask, provider: str | None = None) -> PaymentGateway:
     if provider not in gateways:
         if provider == SANDBOX:
             gateways[provider] = SandboxGateway()
+        elif provider == DESK:
+            gateways[provider] = DeskGateway()
         elif provider == STRIPE:
             key = app.config.get("STRIPE_SECRET_KEY")
             if not key:

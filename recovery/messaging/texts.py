@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 from babel.dates import format_date, format_time
 
-from recovery.gsm import to_gsm7
+from recovery.messaging.gsm import to_gsm7
 from recovery.models import DepositKind, Service, Shop
-from recovery.money import deposit_minor, format_money
+from recovery.payments.money import deposit_minor, format_money
 
 
 def when_words(starts_at: datetime, now: datetime, shop: Shop) -> str:
@@ -77,6 +77,40 @@ def accepted_booked(shop: Shop, starts_at: datetime, now: datetime) -> str:
 
 def paid_booked(shop: Shop, starts_at: datetime, now: datetime) -> str:
     return _with_shop(shop, f"Payment received. You're booked {when_words(starts_at, now, shop)}.")
+
+
+# The booking's own texts. None asks for a reply: CANCEL is a carrier opt-out word, so the
+# way to cancel is the manage link, never "reply CANCEL".
+
+
+def confirmation(shop: Shop, starts_at: datetime, now: datetime, link: str, paid: bool) -> str:
+    """A booking is confirmed (``booked``): when, and the link to manage or cancel it."""
+    start = "Payment received. You're" if paid else "You're"
+    when = when_words(starts_at, now, shop)
+    return _with_shop(shop, f"{start} booked {when}. Manage or cancel: {link}")
+
+
+def payment_request(
+    shop: Shop, starts_at: datetime, now: datetime, amount_minor: int, due_words: str, link: str
+) -> str:
+    """A new booking waits for its deposit: how much, by when, and where to pay."""
+    money = format_money(amount_minor, shop.currency, shop.locale)
+    when = when_words(starts_at, now, shop)
+    return _with_shop(shop, f"To confirm your booking {when}, pay {money} by {due_words}: {link}")
+
+
+def booking_unpaid_released(shop: Shop, starts_at: datetime, now: datetime) -> str:
+    when = when_words(starts_at, now, shop)
+    return _with_shop(shop, f"Your booking {when} was released: the deposit wasn't paid in time.")
+
+
+def cancelled(shop: Shop, starts_at: datetime, now: datetime) -> str:
+    return _with_shop(shop, f"Your booking {when_words(starts_at, now, shop)} is cancelled.")
+
+
+def moved(shop: Shop, starts_at: datetime, now: datetime, link: str) -> str:
+    when = when_words(starts_at, now, shop)
+    return _with_shop(shop, f"Your booking has moved to {when}. Manage or cancel: {link}")
 
 
 def late_payment_refunded(shop: Shop, amount_minor: int) -> str:
@@ -144,3 +178,15 @@ def short_help() -> str:
 
 def unknown_number() -> str:
     return "Sorry, we don't recognise this number. Please contact the shop directly."
+
+
+def reminder(shop: Shop, starts_at: datetime, now: datetime, link: str) -> str:
+    """The reminder before the start, with the manage link (never "reply CANCEL")."""
+    when = when_words(starts_at, now, shop)
+    return _with_shop(shop, f"Reminder: you're booked {when}. Manage or cancel: {link}")
+
+
+def withdrawn(shop: Shop, starts_at: datetime, now: datetime) -> str:
+    """Staff blocked the time of a slot offered to this customer: the offer is off."""
+    when = when_words(starts_at, now, shop)
+    return _with_shop(shop, f"Sorry, the slot we offered {when} is no longer available.")

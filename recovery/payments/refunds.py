@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session
 
 from recovery import effects
 from recovery.db import lock_row, try_insert, utcnow
-from recovery.effects import Kind
-from recovery.gateway import GatewayRefused, PaymentGateway
+from recovery.effects import EffectKind
 from recovery.models import Appointment, Payment, PaymentStatus, Refund, RefundStatus, Shop
-from recovery.money import format_money
+from recovery.payments.gateway import GatewayRefused, PaymentGateway
+from recovery.payments.money import format_money
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class RefundError(ValueError):
 
 
 def policy_refund_minor(payment: Payment, shop: Shop, starts_at: datetime, now: datetime) -> int:
-    """What cancelling a paid booking gives back (DESIGN: "refunds by policy").
+    """What cancelling a paid booking gives back (docs/architecture.md, "Where each rule lives").
 
     ``full_refund_hours`` or more before the start: everything still refundable. Less:
     ``late_refund_percent`` of the payment, rounded half up to the minor unit.
@@ -92,7 +92,7 @@ def request_refund(
         return session.scalar(select(Refund).where(Refund.idempotency_key == idempotency_key))
     payment.refunded_minor += amount_minor
     session.flush()
-    effects.request(session, Kind.REFUND, refund.id)
+    effects.request(session, EffectKind.REFUND, refund.id)
     log.info("refund %s of %s requested on payment %s", refund.id, amount_minor, payment.id)
     return refund
 

@@ -17,11 +17,10 @@ from datetime import datetime
 from sqlalchemy import and_, literal, or_, select
 from sqlalchemy.orm import Session
 
-from recovery import texts
 from recovery.db import try_insert
-from recovery.locks import slot_lock
-from recovery.loop import AcceptOutcome, accept_offer, decline_offer
-from recovery.messaging import Purpose, default_sender, record_reply
+from recovery.messaging import texts
+from recovery.messaging.outbox import Purpose, default_sender, record_reply
+from recovery.messaging.phones import InvalidPhone, normalize_phone
 from recovery.models import (
     Customer,
     Direction,
@@ -31,7 +30,9 @@ from recovery.models import (
     Shop,
     SlotOffer,
 )
-from recovery.phones import InvalidPhone, normalize_phone
+from recovery.offers.accepting import AcceptOutcome, accept_offer
+from recovery.offers.locks import slot_lock
+from recovery.offers.offering import decline_offer
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,11 @@ def handle_inbound(
     ``shop_id`` restricts it to that shop's customers (the admin's simulated reply, which
     must not reach another shop's customers who share the sender number); Twilio's
     webhook leaves it None: the sender is whichever shops text from that number.
+
+    Shops may share a sender number, so one phone can be a customer of several shops
+    behind the ``To`` number. A YES or NO acts on the one live offer of that phone on that
+    number (the database allows at most one), and the text in and its answer are filed
+    under that offer's shop and customer, never another shop's.
     """
     inbound = Message(
         direction=Direction.INBOUND,
@@ -107,26 +113,32 @@ def handle_inbound(
         log.info("duplicate delivery of %s ignored", sms.sid)
         return Reply(None, duplicate=True)
 
-    customers = _customers_for(session, sms, shop_id)
+    phone = _phone_of(sms)
+    customers = _customers_for(session, phone, sms.to_number, shop_id)
     if not customers:
-        return _answer(session, None, None, sms, texts.unknown_number(), now)
-    primary = customers[0]
-    inbound.shop_id, inbound.customer_id = primary.shop_id, primary.id
+        return _answer(session, inbound, None, sms, texts.unknown_number(), now)
+    offer = _live_offer_of(session, phone, sms.to_number, customers)
+    # The shop a text is about: the one whose offer is live on this number, if any.
+    primary = offer.customer if offer is not None else customers[0]
 
     keyword = classify(sms.body)
     if keyword is Keyword.STOP:
-        return _answer(session, primary.shop, primary, sms, _opt_out(session, customers, now), now)
+        text = _opt_out(session, customers, offer, primary, now)
+        return _answer(session, inbound, primary, sms, text, now)
     if keyword is Keyword.START:
         for customer in customers:
             customer.opted_out_at = None
             customer.sms_opt_in = True
-        return _answer(session, primary.shop, primary, sms, texts.opted_in(primary.shop), now)
+        return _answer(session, inbound, primary, sms, texts.opted_in(primary.shop), now)
     if keyword is Keyword.HELP:
-        return _answer(session, primary.shop, primary, sms, texts.help_text(primary.shop), now)
+        return _answer(session, inbound, primary, sms, texts.help_text(primary.shop), now)
 
-    offer = _live_offer_of(session, customers)
+    who = primary
     if keyword is Keyword.YES:
-        text = _yes(session, customers, offer, now)
+        # No live offer: the latest one on this number says why (expired, taken, ...).
+        target = offer or _latest_offer_of(session, phone, sms.to_number, customers)
+        text = _yes(session, target, now)
+        who = target.customer if target is not None else primary
     elif keyword is Keyword.NO:
         text = (
             texts.declined()
@@ -135,13 +147,21 @@ def handle_inbound(
         )
     else:
         text = texts.short_help()
-    who = offer.customer if offer else primary
-    return _answer(session, who.shop, who, sms, text, now)
+    return _answer(session, inbound, who, sms, text, now)
 
 
 def _answer(
-    session, shop: Shop | None, customer: Customer | None, sms: InboundSms, text: str, now: datetime
+    session: Session,
+    inbound: Message,
+    customer: Customer | None,
+    sms: InboundSms,
+    text: str,
+    now: datetime,
 ) -> Reply:
+    """File the text in and the answer under the same shop and customer (None: unknown)."""
+    shop = customer.shop if customer is not None else None
+    inbound.shop_id = shop.id if shop is not None else None
+    inbound.customer_id = customer.id if customer is not None else None
     record_reply(
         session, shop, customer, to=sms.from_number, from_=sms.to_number, body=text, now=now
     )
@@ -149,18 +169,25 @@ def _answer(
     return Reply(text)
 
 
-def _customers_for(session: Session, sms: InboundSms, shop_id: int | None = None) -> list[Customer]:
+def _phone_of(sms: InboundSms) -> str | None:
+    try:
+        return normalize_phone(sms.from_number)
+    except InvalidPhone:
+        return None
+
+
+def _customers_for(
+    session: Session, phone: str | None, to_number: str, shop_id: int | None = None
+) -> list[Customer]:
     """The sender as a customer of each shop that texts from the number they wrote to
     (only of shop ``shop_id`` when given)."""
-    try:
-        phone = normalize_phone(sms.from_number)
-    except InvalidPhone:
+    if phone is None:
         return []
     # Shops with their own number, or (no number of their own) the deployment's default.
     reached = select(Shop.id).where(
         or_(
-            Shop.sms_from_number == sms.to_number,
-            and_(Shop.sms_from_number.is_(None), literal(default_sender()) == sms.to_number),
+            Shop.sms_from_number == to_number,
+            and_(Shop.sms_from_number.is_(None), literal(default_sender()) == to_number),
         )
     )
     if shop_id is not None:
@@ -174,29 +201,37 @@ def _customers_for(session: Session, sms: InboundSms, shop_id: int | None = None
     )
 
 
-def _live_offer_of(session: Session, customers: list[Customer]) -> SlotOffer | None:
-    return session.scalar(
-        select(SlotOffer)
-        .where(
-            SlotOffer.customer_id.in_([c.id for c in customers]),
-            SlotOffer.status == OfferStatus.SENT,
-        )
-        .order_by(SlotOffer.expires_at)
+def _offers_on_number(phone: str, sender: str, customers: list[Customer]):
+    """Offers texted to ``phone`` from ``sender``, to one of ``customers`` (who are the
+    phone's customers at the shops behind that number, or at the one shop asked for)."""
+    return select(SlotOffer).where(
+        SlotOffer.phone == phone,
+        SlotOffer.sender_number == sender,
+        SlotOffer.customer_id.in_([c.id for c in customers]),
     )
 
 
-def _latest_offer_of(session: Session, customers: list[Customer]) -> SlotOffer | None:
+def _live_offer_of(
+    session: Session, phone: str, sender: str, customers: list[Customer]
+) -> SlotOffer | None:
+    """The live offer a reply to ``sender`` answers. At most one: the partial unique index
+    ``uq_slot_offers_live_per_phone_sender`` allows one live offer per phone and sender."""
     return session.scalar(
-        select(SlotOffer)
-        .where(SlotOffer.customer_id.in_([c.id for c in customers]))
+        _offers_on_number(phone, sender, customers).where(SlotOffer.status == OfferStatus.SENT)
+    )
+
+
+def _latest_offer_of(
+    session: Session, phone: str, sender: str, customers: list[Customer]
+) -> SlotOffer | None:
+    return session.scalar(
+        _offers_on_number(phone, sender, customers)
         .order_by(SlotOffer.sent_at.desc(), SlotOffer.id.desc())
+        .limit(1)
     )
 
 
-def _yes(
-    session: Session, customers: list[Customer], offer: SlotOffer | None, now: datetime
-) -> str:
-    target = offer or _latest_offer_of(session, customers)
+def _yes(session: Session, target: SlotOffer | None, now: datetime) -> str:
     if target is None:
         return texts.no_offer()
     with slot_lock(target.slot_opening_id):
@@ -212,12 +247,20 @@ def _yes(
     return texts.no_offer()
 
 
-def _opt_out(session: Session, customers: list[Customer], now: datetime) -> str:
+def _opt_out(
+    session: Session,
+    customers: list[Customer],
+    offer: SlotOffer | None,
+    primary: Customer,
+    now: datetime,
+) -> str:
+    """STOP is the carrier's: the number opts out at every shop behind the number it
+    wrote to, not only at the shop whose offer is live."""
     for customer in customers:
         customer.opted_out_at = now
         customer.sms_opt_in = False
     session.flush()
-    offer = _live_offer_of(session, customers)
+    # Declined after the opt-out, so the next offer of that opening skips them.
     if offer is not None:
         decline_offer(session, offer.id, now)
     # Anything still waiting in the outbox for them stays unsent.
@@ -229,4 +272,4 @@ def _opt_out(session: Session, customers: list[Customer], now: datetime) -> str:
     ):
         message.status = MessageStatus.SUPPRESSED
         message.error = "customer opted out"
-    return texts.opted_out(customers[0].shop)
+    return texts.opted_out(primary.shop)

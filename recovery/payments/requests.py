@@ -15,24 +15,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recovery import effects
-from recovery.effects import Kind
-from recovery.gateway import SANDBOX, configured_gateway_name
-from recovery.models import Appointment, Payment, PaymentStatus
-from recovery.money import deposit_minor
+from recovery.effects import EffectKind
+from recovery.models import Appointment, Customer, Payment, PaymentStatus
+from recovery.payments.gateway import SANDBOX, configured_gateway_name
+from recovery.payments.money import deposit_minor
 
 log = logging.getLogger(__name__)
 
 
-def pay_url(payment: Payment) -> str:
-    base = current_app.config.get("PUBLIC_BASE_URL") or "http://127.0.0.1:5000"
-    return f"{base}/pay/{payment.token}"
-
-
-def request_payment(session: Session, appointment: Appointment, now: datetime) -> Payment | None:
+def request_payment(
+    session: Session, appointment: Appointment, now: datetime, due_at: datetime | None = None
+) -> Payment | None:
     """Ask for the service's deposit; None when the policy asks for nothing.
 
-    The payment's token is the unguessable key of our "Complete payment" page; the
-    gateway's own object is created when the customer opens that page (``start_checkout``),
+    It is due at ``due_at``, by default within the shop's (short) payment hold for a won
+    slot. The payment's token is the unguessable key of our "Complete payment" page; the
+    gateway's own object is created when the customer opens that page (``open_checkout``),
     so no provider call happens inside the YES transaction.
     """
     amount = deposit_minor(appointment.service)
@@ -45,7 +43,9 @@ def request_payment(session: Session, appointment: Appointment, now: datetime) -
         currency=appointment.shop.currency,
         status=PaymentStatus.PENDING,
     )
-    appointment.payment_due_at = now + timedelta(minutes=appointment.shop.payment_hold_minutes)
+    appointment.payment_due_at = due_at or now + timedelta(
+        minutes=appointment.shop.payment_hold_minutes
+    )
     session.add(payment)
     session.flush()
     return payment
@@ -72,13 +72,20 @@ def close_payment(session: Session, payment: Payment, now: datetime) -> None:
     if payment.provider_ref is None or payment.provider == SANDBOX:
         payment.provider_closed_at = now
         return
-    effects.request(session, Kind.CANCEL_PAYMENT, payment.id)
+    effects.request(session, EffectKind.CANCEL_PAYMENT, payment.id)
 
 
 def is_settled(appointment: Appointment) -> bool:
-    """Booked and within the payment rule: paid, or nothing to pay."""
+    """Booked and within the payment rule: paid (online or at the desk), or nothing to pay.
+    A waived deposit is not settled: cancelling it opens no slot, as no money is at stake."""
     if appointment.status not in ("booked", "completed"):
         return False
     if any(p.status == PaymentStatus.SUCCEEDED for p in appointment.payments):
         return True
     return deposit_minor(appointment.service) == 0
+
+
+def mark_settled(customer: Customer, appointment: Appointment) -> None:
+    """Keep the eligibility order's key: the start of the latest settled booking."""
+    if customer.last_settled_at is None or appointment.starts_at > customer.last_settled_at:
+        customer.last_settled_at = appointment.starts_at

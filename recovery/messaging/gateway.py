@@ -11,7 +11,7 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from recovery.gsm import segments
+from recovery.messaging.gsm import segments
 
 SANDBOX_FROM_NUMBER = "+15005550006"  # shown in the sandbox outbox; nothing is sent
 

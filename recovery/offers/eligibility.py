@@ -2,8 +2,9 @@
 
 Eligible: a customer of the same shop who opted in, has a textable E.164 number, has not
 opted out, has no active booking overlapping the slot, was offered nothing within the
-shop's cooldown, holds no live offer elsewhere, was never offered this opening, is not the
-customer who cancelled it, and (if the shop asks) has a prior settled booking.
+shop's cooldown, holds no live offer elsewhere (nor, on a sender number shared between
+shops, at another shop), was never offered this opening, is not the customer who
+cancelled it, and (if the shop asks) has a prior settled booking.
 Order: most recent settled booking first, then customer id (stable).
 """
 
@@ -15,6 +16,7 @@ from sqlalchemy import and_, exists, nulls_last, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
+from recovery.messaging.outbox import sender_number
 from recovery.models import (
     ACTIVE_APPOINTMENT_STATUSES,
     Appointment,
@@ -41,6 +43,13 @@ def eligible_customers_query(opening: SlotOpening, now: datetime) -> Select:
         | (SlotOffer.status == OfferStatus.SENT)
         | (SlotOffer.slot_opening_id == opening.id),
     )
+    # Shops may share a sender number: a phone with a live offer on this number (from any
+    # shop) must not get a second one, or its YES would be ambiguous.
+    live_on_this_number = exists().where(
+        SlotOffer.phone == Customer.phone,
+        SlotOffer.sender_number == sender_number(shop),
+        SlotOffer.status == OfferStatus.SENT,
+    )
     cancelled_it = select(Appointment.customer_id).where(
         Appointment.id == opening.source_appointment_id
     )
@@ -52,6 +61,7 @@ def eligible_customers_query(opening: SlotOpening, now: datetime) -> Select:
         Customer.id.not_in(cancelled_it.scalar_subquery()),
         ~overlapping_booking,
         ~offered_recently_or_live_or_this_opening,
+        ~live_on_this_number,
     ]
     if shop.require_prior_settled_booking:
         conditions.append(Customer.last_settled_at.is_not(None))

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recovery.db import utcnow
+from recovery.demo.history import make_history
 from recovery.models import (
     Appointment,
     AppointmentStatus,
@@ -24,7 +25,7 @@ from recovery.models import (
     StaffRole,
     StaffUser,
 )
-from recovery.money import deposit_minor
+from recovery.payments.money import deposit_minor
 
 DEMO_SHOP = "Demo Salon"
 DEMO_EMAIL = "owner@demo.salon"
@@ -44,7 +45,8 @@ class DemoLogin:
 
 
 def seed_demo(session: Session, now: datetime | None = None) -> DemoLogin:
-    """Create the demo shop with staff, resources, services, customers and bookings.
+    """Create the demo shop with staff, resources, services, customers and bookings,
+    and a few weeks of recovery history made by running the loop (``demo.history``).
 
     Idempotent: when the demo shop exists, nothing is added.
     """
@@ -99,8 +101,15 @@ def seed_demo(session: Session, now: datetime | None = None) -> DemoLogin:
             deposit_value=40,
         ),
     ]
+    # Opted in, with textable numbers, and customers since before the history begins.
     customers = [
-        Customer(shop_id=shop.id, name=f"{name} Demo", phone=f"+4479111234{i:02d}", sms_opt_in=True)
+        Customer(
+            shop_id=shop.id,
+            name=f"{name} Demo",
+            phone=f"+4479111234{i:02d}",
+            sms_opt_in=True,
+            created_at=now - timedelta(days=90),
+        )
         for i, name in enumerate(FIRST_NAMES, start=1)
     ]
     session.add_all([*chairs, *services, *customers])
@@ -167,4 +176,5 @@ def seed_demo(session: Session, now: datetime | None = None) -> DemoLogin:
             status = AppointmentStatus.BOOKED
             book(day, slot, chair, customer, service, status, paid=True)
     session.flush()
+    make_history(session, shop, now)
     return DemoLogin(DEMO_EMAIL, DEMO_PASSWORD, created=True)

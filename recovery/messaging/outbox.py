@@ -15,27 +15,65 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recovery import effects
-from recovery.effects import Kind
-from recovery.gsm import segments
-from recovery.models import Customer, Direction, Message, MessageStatus, Shop, SlotOffer
-from recovery.sms import (
+from recovery.effects import EffectKind
+from recovery.messaging.gateway import (
     PermanentSendError,
     SmsSender,
     default_from_number,
     estimated_cost_minor,
+)
+from recovery.messaging.gsm import segments
+from recovery.models import (
+    Appointment,
+    Customer,
+    Direction,
+    Message,
+    MessageStatus,
+    Shop,
+    SlotOffer,
 )
 
 log = logging.getLogger(__name__)
 
 
 class Purpose(enum.StrEnum):
+    """Why a text was sent; ``PurposeGroup`` sums them for the shop's SMS costs."""
+
     OFFER = "offer"
     ACCEPTED = "accepted"
-    BOOKED = "booked"
+    BOOKED = "booked"  # a booking is confirmed (with its manage link)
+    PAYMENT_REQUEST = "payment_request"  # a new booking's pay link
+    REMINDER = "reminder"
+    CHANGED = "changed"  # staff moved the booking
+    CANCELLED = "cancelled"  # staff cancelled the booking
+    WITHDRAWN = "withdrawn"  # an offered slot is no longer available
     RELEASED = "released"
     REFUNDED = "refunded"
     REPLY = "reply"  # the webhook's TwiML answer
     INBOUND = "inbound"
+
+
+class PurposeGroup(enum.StrEnum):
+    OFFER = "offer"
+    CONFIRMATION = "confirmation"
+    REMINDER = "reminder"
+    PAYMENT_REQUEST = "payment request"
+    OTHER = "other"
+
+
+PURPOSE_GROUPS: dict[PurposeGroup, tuple[Purpose, ...]] = {
+    PurposeGroup.OFFER: (Purpose.OFFER,),
+    PurposeGroup.CONFIRMATION: (Purpose.BOOKED,),
+    PurposeGroup.REMINDER: (Purpose.REMINDER,),
+    PurposeGroup.PAYMENT_REQUEST: (Purpose.PAYMENT_REQUEST,),
+}
+
+
+def purpose_group(purpose: str) -> PurposeGroup:
+    for group, purposes in PURPOSE_GROUPS.items():
+        if purpose in purposes:
+            return group
+    return PurposeGroup.OTHER
 
 
 def default_sender() -> str:
@@ -68,6 +106,7 @@ def queue_sms(
     body: str,
     purpose: Purpose,
     offer: SlotOffer | None = None,
+    appointment: Appointment | None = None,
 ) -> Message:
     """Put a text in the outbox; the send job delivers it after the commit."""
     message = _outbound(
@@ -77,6 +116,7 @@ def queue_sms(
         purpose,
         customer_id=customer.id,
         slot_offer_id=offer.id if offer else None,
+        appointment_id=appointment.id if appointment else None,
     )
     if customer.opted_out_at is not None:
         message.status = MessageStatus.SUPPRESSED
@@ -84,7 +124,7 @@ def queue_sms(
     session.add(message)
     session.flush()
     if message.status == MessageStatus.QUEUED:
-        effects.request(session, Kind.SEND_MESSAGE, message.id)
+        effects.request(session, EffectKind.SEND_MESSAGE, message.id)
     return message
 
 

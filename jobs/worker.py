@@ -1,0 +1,25 @@
+"""The job runner: an RQ worker that builds the Flask app once per process.
+
+``rq worker --worker-class jobs.worker.AppWorker`` (the Procfile's worker). This module is
+an entry point, like ``app:create_app()`` for gunicorn: it is the one place in ``jobs``
+that imports ``app``, and nothing imports it. Each job runs inside the app's context, so
+its session is removed (and any transaction it left open rolled back) when it ends.
+"""
+
+from __future__ import annotations
+
+from rq.worker import SimpleWorker
+
+from app import create_app
+
+
+class AppWorker(SimpleWorker):
+    """Runs jobs in this process (no fork per job: connections stay pooled)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.app = create_app()
+
+    def perform_job(self, job, queue) -> bool:
+        with self.app.app_context():
+            return super().perform_job(job, queue)

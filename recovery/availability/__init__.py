@@ -1,0 +1,1 @@
+"""Is a resource free then: the overlap rule in code (busy blocks and calendars join it)."""
