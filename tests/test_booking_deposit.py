@@ -67,14 +67,22 @@ def test_a_booking_with_a_deposit_waits_for_it_and_texts_the_pay_link(
     [text] = texts_to(session, customer)
     assert text.purpose == Purpose.PAYMENT_REQUEST and text.appointment_id == appt.id
     assert "£20" in text.body and f"/pay/{payment.token}" in text.body
+    assert "booking on Thursday at 09:00, pay £20 by tomorrow at 09:00:" in text.body
     assert "CANCEL" not in text.body.upper().replace("CANCELLED", "")
     assert [e.at for e in recorder.of_kind(EffectKind.RELEASE_HOLD)] == [appt.payment_due_at]
 
 
 def test_the_hold_never_runs_past_the_start(session, world, clock):
     _, _, colour, _, _, _ = world
+    shop, _, _, _, customer, _ = world
+    shop.booking_hold_hours = 2
     appt = book(session, world, colour, clock.now + timedelta(hours=5))
-    assert appt.payment_due_at == appt.starts_at
+    assert appt.payment_due_at == clock.now + timedelta(hours=2)
+    assert "pay £20 by 11:00 today:" in texts_to(session, customer)[-1].body
+
+    soon = book(session, world, colour, clock.now + timedelta(hours=1))
+    assert soon.payment_due_at == soon.starts_at
+    assert "booking today at 10:00, pay £20 before then:" in texts_to(session, customer)[-1].body
 
 
 def test_unpaid_by_the_deadline_the_booking_is_released_and_the_customer_told(

@@ -39,6 +39,8 @@ def reply_text(response) -> str:
     """The <Message> text of a TwiML answer ('' for an empty <Response/>)."""
     from xml.etree import ElementTree
 
-    root = ElementTree.fromstring(response.data)
+    # A Flask test response has ``data``; a ``requests`` response (a live server) ``content``.
+    body = response.data if hasattr(response, "data") else response.content
+    root = ElementTree.fromstring(body)
     message = root.find("Message")
     return message.text if message is not None else ""

@@ -9,9 +9,7 @@ once. Staff can instead take the deposit at the desk or waive it (``booking.hold
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
 from sqlalchemy.orm import Session
 
 from recovery import effects
@@ -89,11 +87,8 @@ def apply_deposit_rule(session: Session, appt: Appointment, now: datetime) -> No
         mark_booked(session, appt, now, paid=False)
         return
     appt.status = AppointmentStatus.PENDING_PAYMENT
-    local_due = format_datetime(
-        due_at.astimezone(ZoneInfo(shop.timezone)), "EEE HH:mm", locale="en"
-    )
     body = texts.payment_request(
-        shop, appt.starts_at, now, payment.amount_minor, local_due, pay_url(payment)
+        shop, appt.starts_at, now, payment.amount_minor, due_at, pay_url(payment)
     )
     queue_sms(session, shop, appt.customer, body, Purpose.PAYMENT_REQUEST, appointment=appt)
     effects.request(session, EffectKind.RELEASE_HOLD, appt.id, at=due_at)

@@ -91,12 +91,18 @@ def confirmation(shop: Shop, starts_at: datetime, now: datetime, link: str, paid
 
 
 def payment_request(
-    shop: Shop, starts_at: datetime, now: datetime, amount_minor: int, due_words: str, link: str
+    shop: Shop, starts_at: datetime, now: datetime, amount_minor: int, due_at: datetime, link: str
 ) -> str:
     """A new booking waits for its deposit: how much, by when, and where to pay."""
     money = format_money(amount_minor, shop.currency, shop.locale)
     when = when_words(starts_at, now, shop)
-    return _with_shop(shop, f"To confirm your booking {when}, pay {money} by {due_words}: {link}")
+    if due_at >= starts_at:  # the hold runs up to the start itself
+        due = "before then"
+    else:  # "by 18:30 today", "by tomorrow at 10:00", "by Friday at 10:00"
+        words = when_words(due_at, now, shop)
+        today = words.removeprefix("today at ")
+        due = f"by {today} today" if today != words else "by " + words.removeprefix("on ")
+    return _with_shop(shop, f"To confirm your booking {when}, pay {money} {due}: {link}")
 
 
 def booking_unpaid_released(shop: Shop, starts_at: datetime, now: datetime) -> str:
