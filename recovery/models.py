@@ -153,6 +153,8 @@ class Shop(db.Model):
     # wait until the end; equal times mean no quiet hours.
     quiet_hours_start: Mapped[time] = mapped_column(sa.Time, nullable=False, default=time(21, 0))
     quiet_hours_end: Mapped[time] = mapped_column(sa.Time, nullable=False, default=time(8, 0))
+    # Every staff member of the shop must sign in with a one-time code as well.
+    require_two_factor: Mapped[bool] = mapped_column(nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
     def __str__(self) -> str:
@@ -170,6 +172,12 @@ class StaffUser(UserMixin, db.Model):
     password_hash: Mapped[str] = mapped_column(sa.String(255), nullable=False)
     role: Mapped[str] = _status(StaffRole.STAFF)
     active: Mapped[bool] = mapped_column(nullable=False, default=True)
+    # Kept in each signed-in session; raising it (sign-out, a password reset) ends every
+    # other session of this user at their next request.
+    session_version: Mapped[int] = mapped_column(nullable=False, default=1)
+    # Two-factor sign-in: the TOTP secret, encrypted at rest; enabled once confirmed.
+    totp_secret: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    totp_enabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
 
     shop: Mapped[Shop] = relationship()
@@ -702,3 +710,48 @@ class ProviderEvent(db.Model):
     event_id: Mapped[str] = mapped_column(sa.String(255), nullable=False)
     event_type: Mapped[str] = mapped_column(sa.String(100), nullable=False, default="")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class RecoveryCode(db.Model):
+    """A single-use two-factor recovery code, stored only as a hash."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("staff_users.id"), nullable=False, index=True
+    )
+    code_hash: Mapped[str] = mapped_column(sa.String(255), nullable=False)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class AuditEvent(db.Model):
+    """One staff action that moved money or steered recovery, written in the same
+    transaction as the action. Append-only: triggers (migration 0008) refuse any UPDATE or
+    DELETE of a row, whoever asks."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (sa.Index("ix_audit_events_shop_created", "shop_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True
+    )
+    shop_id: Mapped[int] = mapped_column(sa.ForeignKey("shops.id"), nullable=False)
+    staff_id: Mapped[int | None] = mapped_column(sa.ForeignKey("staff_users.id"))
+    # Who, as they were known then (kept even if the account is renamed).
+    staff_email: Mapped[str] = mapped_column(sa.String(254), nullable=False, default="")
+    action: Mapped[str] = mapped_column(sa.String(50), nullable=False)
+    target_type: Mapped[str] = mapped_column(sa.String(50), nullable=False, default="")
+    target_id: Mapped[int | None] = mapped_column(sa.BigInteger)
+    before: Mapped[dict | None] = mapped_column(
+        sa.JSON().with_variant(postgresql.JSONB, "postgresql")
+    )
+    after: Mapped[dict | None] = mapped_column(
+        sa.JSON().with_variant(postgresql.JSONB, "postgresql")
+    )
+    note: Mapped[str] = mapped_column(sa.String(500), nullable=False, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+    shop: Mapped[Shop] = relationship()
+    staff: Mapped[StaffUser | None] = relationship()
