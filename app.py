@@ -12,6 +12,7 @@ from typing import Any
 from flask import Flask
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from recovery import config
 from recovery.db import db
@@ -33,6 +34,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     csrf.init_app(app)
+    _init_proxy(app)
 
     _init_jobs(app)
     _init_blueprints(app)
@@ -40,8 +42,27 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from admin import init_admin
 
     init_admin(app)
+    _init_throttle(app)
     _init_cli(app)
     return app
+
+
+def _init_proxy(app: Flask) -> None:
+    """Behind a router (Heroku's is one hop) the client's address is the one the last
+    trusted hop appended to X-Forwarded-For. With 0 hops no header is believed: anyone
+    can send one, and the sign-in throttle counts per address (admin/throttle.py)."""
+    hops = app.config["TRUSTED_PROXY_HOPS"]
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)
+
+
+def _init_throttle(app: Flask) -> None:
+    from admin.auth import bp as auth_bp
+    from admin.throttle import init_throttle
+    from admin.two_factor import bp as two_factor_bp
+
+    # Backoff per account and address, and a route-level ceiling on the sign-in POSTs.
+    init_throttle(app, auth_bp, two_factor_bp)
 
 
 def _engine_options(cfg: dict) -> dict:
@@ -96,6 +117,12 @@ def _init_blueprints(app: Flask) -> None:
     # The manage page sends no referrer, which the app-wide check refuses over HTTPS: its
     # forms check their own CSRF token instead (recovery/http/manage.py).
     csrf.exempt(manage_bp)
+
+    from recovery.http.security import init_security
+
+    # Security headers and the Content Security Policy on every response, static files
+    # and errors included.
+    init_security(app)
 
 
 def _init_cli(app: Flask) -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from flask import Flask, request
 from flask_admin import Admin
+from flask_admin.menu import MenuLink
 from flask_admin.theme import Bootstrap4Theme
 
 from admin.appointments import AppointmentView
+from admin.audit import AuditView
 from admin.auth import init_auth
 from admin.blocks import BusyBlockView
 from admin.calendar import CalendarView
@@ -16,10 +18,14 @@ from admin.messages import MessageView
 from admin.openings import OfferView, OpeningView
 from admin.payments import PaymentView
 from admin.sandbox import SandboxView
-from admin.settings import ShopSettingsView, StaffView
+from admin.settings import ShopSettingsView
+from admin.staff import StaffView
+from admin.two_factor import init_two_factor
 from admin.views import HomeView
+from recovery.http.security import csp_nonce
 from recovery.models import (
     Appointment,
+    AuditEvent,
     BusyBlock,
     Customer,
     Message,
@@ -56,6 +62,7 @@ def _refuse_nul_characters():
 def init_admin(app: Flask) -> Admin:
     """Build a fresh ``Admin`` for this app (never share one between apps)."""
     init_auth(app)
+    init_two_factor(app)
     app.before_request(_refuse_nul_characters)
     admin = Admin(
         app,
@@ -63,6 +70,8 @@ def init_admin(app: Flask) -> Admin:
         url="/admin",
         index_view=HomeView(name="Dashboard", url="/admin", endpoint="admin"),
         theme=Bootstrap4Theme(swatch="default", base_template="admin/slot_base.html"),
+        # Flask-Admin puts this request's nonce on its <script> tags (recovery/http/security.py).
+        csp_nonce_generator=csp_nonce,
     )
     # Endpoints are fixed names: templates and tests link to them.
     admin.add_view(CalendarView(name="Calendar", endpoint="calendar", url="/admin/calendar"))
@@ -79,5 +88,8 @@ def init_admin(app: Flask) -> Admin:
         ShopSettingsView(Shop, name="Settings", endpoint="shop_settings", category="Shop")
     )
     admin.add_view(StaffView(StaffUser, name="Staff", endpoint="staff", category="Shop"))
+    admin.add_view(AuditView(AuditEvent, name="Audit trail", endpoint="audit", category="Shop"))
     admin.add_view(SandboxView(name="Sandbox", endpoint="sandbox", url="/admin/sandbox"))
+    # Each staff member's own page (outside /admin, so reachable before enrolment).
+    admin.add_link(MenuLink(name="Two-factor sign-in", endpoint="two_factor.manage"))
     return admin

@@ -10,6 +10,7 @@ from flask_admin.actions import action
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy import select
 from wtforms import HiddenField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
@@ -19,20 +20,25 @@ from admin.base import ShopModelView, shop_rows
 from admin.fields import LocalDateTimeField, MoneyField, ShopRowSelectField
 from admin.filters import local_date_filters, status_filter
 from admin.sandbox import sandbox_payments_active
+from recovery import audit
+from recovery.audit import AuditAction
 from recovery.availability.blocks import TimeBlocked, ensure_not_blocked
 from recovery.availability.overlap import SlotTaken, ensure_free
 from recovery.booking.cancellation import cancel_appointment
 from recovery.booking.create import apply_deposit_rule, move_booking
 from recovery.booking.holds import pay_at_desk, waive_deposit
-from recovery.db import db, utcnow
+from recovery.db import db, lock_row, utcnow
 from recovery.errors import InvalidTransition, NotFound
 from recovery.models import (
     Appointment,
     AppointmentStatus,
     Customer,
+    Payment,
+    PaymentStatus,
     Resource,
     Service,
 )
+from recovery.offers.locks import lock_booking
 from recovery.payments.refunds import RefundError, new_idempotency_key, request_refund
 
 OVERLAP_MESSAGE = "That resource is already booked at that time: pick another time or resource."
@@ -54,6 +60,37 @@ def _plausible_start(form, field) -> None:
             f"Pick a start between {earliest:%d %b %Y} and {latest:%d %b %Y} "
             f"(at most {YEARS_BACK} years back and {YEARS_AHEAD} years ahead)."
         )
+
+
+# What an edit of a booking can change, as the audit trail keeps it; the first three
+# make it a move.
+PLACEMENT = ("starts_at", "ends_at", "resource_id")
+EDITABLE = (*PLACEMENT, "service_id", "customer_id")
+
+
+def booking_state(appt: Appointment) -> dict:
+    """What cancelling a booking or deciding its deposit changes: its status and money."""
+    succeeded = [p for p in appt.payments if p.status == PaymentStatus.SUCCEEDED]
+    return {
+        **audit.snapshot(appt, ["status"]),
+        "paid_minor": sum(p.amount_minor for p in succeeded),
+        "refunded_minor": sum(p.refunded_minor for p in appt.payments),
+        "deposit_waived": appt.deposit_waived_at is not None,
+    }
+
+
+def locked_booking_state(appt: Appointment) -> dict:
+    """The booking's state read under the lock its transition takes (in the loop's order),
+    so what another process changed first is not reported as this action's change."""
+    locked = lock_booking(db.session, appt.id)
+    # Its payments fresh too: changes to them take the booking's lock first.
+    db.session.scalars(
+        select(Payment)
+        .where(Payment.appointment_id == appt.id)
+        .execution_options(populate_existing=True)
+    ).all()
+    db.session.refresh(locked, ["payments"])
+    return booking_state(locked)
 
 
 def _status(view, context, model, name):
@@ -193,6 +230,7 @@ class AppointmentView(ShopModelView):
     def _move(self, model):
         """An edit that changes the time or resource is a move: the customer is told and
         reminded at the new time (``booking.create.move_booking``)."""
+        before = self._stored(model.id)
         state = sa_inspect(model)
         new_start, new_resource = model.starts_at, model.resource.id
         old_start = state.attrs.starts_at.history.deleted
@@ -224,6 +262,22 @@ class AppointmentView(ShopModelView):
                 raise ValidationError(f"{OVERLAP_MESSAGE} ({exc})") from None
             except TimeBlocked as exc:
                 raise ValidationError(f"{BLOCKED_MESSAGE} ({exc})") from None
+        after = {
+            **audit.snapshot(model, PLACEMENT),
+            "service_id": model.service.id,
+            "customer_id": model.customer.id,
+        }
+        # Committed by Flask-Admin together with the edit, or rolled back with it.
+        moved = any(before[k] != after[k] for k in PLACEMENT)
+        action = AuditAction.MOVE if moved else AuditAction.BOOKING_EDITED
+        audit.record_change(db.session, current_user, action, model, before, after)
+
+    def _stored(self, appointment_id: int) -> dict:
+        """The booking as the database holds it, before this edit is flushed."""
+        columns = [getattr(Appointment, name) for name in EDITABLE]
+        with db.session.no_autoflush:
+            row = db.session.execute(select(*columns).where(Appointment.id == appointment_id)).one()
+        return audit.snapshot(row, EDITABLE)
 
     # ---------------------------------------------------------------- actions
 
@@ -236,12 +290,18 @@ class AppointmentView(ShopModelView):
         now = utcnow()
         for appt in self.scoped_rows(ids):
             try:
+                before = locked_booking_state(appt)
                 result = cancel_appointment(
                     db.session, appt.id, reason=f"cancelled by {current_user.email}", now=now
                 )
             except (InvalidTransition, NotFound) as exc:
                 flash(f"Booking #{appt.id} not cancelled: {exc}.", "error")
                 continue
+            # Cancelling again (a double click) changes nothing and records nothing.
+            after = booking_state(result.appointment)
+            audit.record_change(
+                db.session, current_user, AuditAction.CANCEL, appt, before, after, result.note
+            )
             flash(f"Booking #{appt.id} cancelled: {result.note}.", "success")
         db.session.commit()
 
@@ -262,8 +322,15 @@ class AppointmentView(ShopModelView):
         status = 200
         if form.validate_on_submit():
             decide = pay_at_desk if form.decision.data == "desk" else waive_deposit
+            action = (
+                AuditAction.DEPOSIT_AT_DESK if decide is pay_at_desk else AuditAction.DEPOSIT_WAIVED
+            )
             try:
+                before = locked_booking_state(appt)
                 decide(db.session, appt.id, current_user.id, form.reason.data, utcnow())
+                after = booking_state(appt)
+                note = form.reason.data.strip()
+                audit.record_change(db.session, current_user, action, appt, before, after, note)
             except (InvalidTransition, NotFound) as exc:
                 db.session.rollback()
                 form.reason.errors.append(str(exc).capitalize() + ".")
@@ -313,6 +380,8 @@ class AppointmentView(ShopModelView):
             try:
                 if amount_minor is None:
                     raise RefundError("not an amount: type a number such as 20.50")
+                payment = self._refundable_payment(appt, form.payment_id.data)
+                before = audit.snapshot(payment, ["refunded_minor"])
                 refund = request_refund(
                     db.session,
                     form.payment_id.data,
@@ -321,6 +390,16 @@ class AppointmentView(ShopModelView):
                     form.idempotency_key.data,
                     staff_id=current_user.id,
                     now=utcnow(),
+                )
+                # The same form submitted twice refunds once, and is recorded once.
+                audit.record_change(
+                    db.session,
+                    current_user,
+                    AuditAction.REFUND,
+                    payment,
+                    before,
+                    audit.snapshot(payment, ["refunded_minor"]),
+                    f"refund #{refund.id}: {refund.reason}",
                 )
             except RefundError as exc:
                 db.session.rollback()
@@ -336,6 +415,14 @@ class AppointmentView(ShopModelView):
         return self.render(
             "admin/refund.html", appt=appt, form=form, refundable=refundable, display=display
         ), status
+
+    def _refundable_payment(self, appt: Appointment, payment_id: int) -> Payment:
+        """One of this booking's payments, locked (``request_refund`` locks it first too)
+        so the trail's "before" is what the refund changed."""
+        payment = lock_row(db.session, Payment, payment_id)
+        if payment is None or payment.appointment_id != appt.id:
+            raise RefundError(f"no payment {payment_id} on this booking")
+        return payment
 
     def render(self, template, **kwargs):
         # The details page shows the sandbox's "mark paid / failed" buttons when active.

@@ -26,6 +26,8 @@ from wtforms.validators import InputRequired, Length, ValidationError
 from admin import display
 from admin.base import MAX_ID, ShopModelView
 from admin.fields import LocalDateTimeField
+from recovery import audit
+from recovery.audit import AuditAction
 from recovery.availability.blocks import (
     MAX_BLOCK_LENGTH,
     BlockError,
@@ -124,6 +126,10 @@ def _clash_rows(clashes) -> list[dict]:
     ]
 
 
+# What the audit trail keeps of a block.
+BLOCK_FIELDS = ("resource_id", "starts_at", "ends_at", "reason")
+
+
 def _resource(view, context, model, name):
     if model.resource_id is None:
         return Markup('<span class="font-weight-bold">Whole shop</span>')
@@ -218,6 +224,7 @@ class BusyBlockView(ShopModelView):
         status, clashes = 200, []
         if form.validate_on_submit():
             now = utcnow()
+            before = audit.snapshot(block, BLOCK_FIELDS) if block is not None else {}
             args = (
                 form.resource_id(),
                 form.starts_at.utc(),
@@ -242,6 +249,7 @@ class BusyBlockView(ShopModelView):
                         confirmed_ids=form.confirmed(),
                     )
                 withdrawn = withdraw_blocked_openings(db.session, change.block.id, now)
+                self._record(block, change, before, withdrawn)
             except NeedsConfirmation as exc:
                 clashes = _clash_rows(exc.clashes)
                 db.session.rollback()
@@ -272,13 +280,25 @@ class BusyBlockView(ShopModelView):
         )
         return page, status
 
+    def _record(self, block, change, before: dict, withdrawn) -> None:
+        """Blocks steer recovery (saving one withdraws the openings in its time): each
+        save is kept in the audit trail, with what it withdrew, in the same commit."""
+        after = audit.snapshot(change.block, BLOCK_FIELDS)
+        was, became = audit.diff(before, after) if block is not None else ({}, after)
+        if withdrawn:
+            became["withdrawn_openings"] = [opening.id for opening in withdrawn]
+        if block is not None and not was and not became:
+            return  # saved unchanged: nothing happened
+        action = AuditAction.BLOCK_ADDED if block is None else AuditAction.BLOCK_CHANGED
+        audit.record(db.session, current_user, action, change.block, was, became)
+
     # ---------------------------------------------------------------- delete
 
     def delete_model(self, model) -> bool:
         if not model.is_manual:
             flash(f"Block #{model.id} {READ_ONLY_MESSAGE}", "error")
             return False
-        delete_block(db.session, current_user.shop_id, model.id)
+        self._delete(model)
         db.session.commit()
         return True
 
@@ -291,11 +311,16 @@ class BusyBlockView(ShopModelView):
             flash(f"Nothing was deleted: block {names} {READ_ONLY_MESSAGE}", "error")
             return None
         for row in rows:
-            delete_block(db.session, current_user.shop_id, row.id)
+            self._delete(row)
         db.session.commit()
         noun = "block was" if len(rows) == 1 else "blocks were"
         flash(f"{len(rows)} {noun} deleted.", "success")
         return None
+
+    def _delete(self, block: BusyBlock) -> None:
+        before = audit.snapshot(block, BLOCK_FIELDS)
+        delete_block(db.session, current_user.shop_id, block.id)
+        audit.record(db.session, current_user, AuditAction.BLOCK_DELETED, block, before, {})
 
     def on_model_change(self, form, model, is_created):
         # Every change goes through ``_save`` and the domain; Flask-Admin's own create and

@@ -6,6 +6,7 @@ import click
 from flask.cli import with_appcontext
 from sqlalchemy import select
 
+from admin.passwords import check_password_policy
 from recovery.db import db
 from recovery.models import Shop, StaffRole, StaffUser
 
@@ -21,6 +22,9 @@ staff_cli = click.Group("staff", help="Manage staff accounts.")
 @with_appcontext
 def create_staff(email: str, shop_id: int | None, role: str, name: str, password: str) -> None:
     """Create a staff account (the first one is usually the shop's owner)."""
+    refused = check_password_policy(password, email)
+    if refused:
+        raise click.BadParameter(refused, param_hint="password")
     if shop_id is None:
         shops = db.session.scalars(select(Shop).limit(2)).all()
         if len(shops) != 1:

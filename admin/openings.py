@@ -11,6 +11,8 @@ from sqlalchemy import func, select
 from admin import display
 from admin.base import ShopModelView
 from admin.filters import local_date_filters, status_filter
+from recovery import audit
+from recovery.audit import AuditAction
 from recovery.db import db, utcnow
 from recovery.models import (
     Appointment,
@@ -20,8 +22,9 @@ from recovery.models import (
     SlotOffer,
     SlotOpening,
 )
+from recovery.offers.locks import lock_opening, reload
 from recovery.offers.offering import expire_offer_now, retrigger
-from recovery.offers.openings import expire_opening
+from recovery.offers.openings import expire_opening, live_offer
 from recovery.offers.timeline import Entry, opening_timeline
 
 RECOVERED_STATUSES = (
@@ -41,6 +44,21 @@ def recovered_booking(opening: SlotOpening) -> Appointment | None:
         )
         .order_by(Appointment.id.desc())
     )
+
+
+def opening_state(opening: SlotOpening) -> dict:
+    """What steering an opening changes: its status and who holds its live offer."""
+    offer = live_offer(db.session, opening.id)
+    return {
+        **audit.snapshot(opening, ["status"]),
+        "live_offer_id": offer.id if offer is not None else None,
+    }
+
+
+def locked_opening_state(opening: SlotOpening) -> dict:
+    """Read under the opening's lock (every transition on it takes that lock first), so
+    what the loop did a moment before is not reported as the staff's change."""
+    return opening_state(lock_opening(db.session, opening.id))
 
 
 def _booking_link(view, context, model, name):
@@ -117,7 +135,17 @@ class OpeningView(ShopModelView):
             if opening.status != OpeningStatus.OPEN:
                 flash(f"Opening #{opening.id} is {opening.status}: nothing to offer.", "warning")
                 continue
+            before = locked_opening_state(opening)
             outcome = retrigger(db.session, opening.id, now)
+            audit.record_change(
+                db.session,
+                current_user,
+                AuditAction.RETRIGGER,
+                opening,
+                before,
+                opening_state(opening),
+                outcome,
+            )
             flash(f"Opening #{opening.id}: {outcome}.", "success")
         db.session.commit()
 
@@ -126,7 +154,12 @@ class OpeningView(ShopModelView):
         now = utcnow()
         for opening in self.scoped_rows(ids):
             note = f"expired by {current_user.email}"
+            before = locked_opening_state(opening)
             if expire_opening(db.session, opening.id, note, now):
+                after = opening_state(opening)
+                audit.record_change(
+                    db.session, current_user, AuditAction.EXPIRE_OPENING, opening, before, after
+                )
                 flash(f"Opening #{opening.id} expired.", "success")
             else:
                 flash(f"Opening #{opening.id} is {opening.status}: left as it is.", "warning")
@@ -159,6 +192,10 @@ def _customer_link(view, context, model, name):
 def _opening_link(view, context, model, name):
     opening_id = model.slot_opening_id
     return display.details_link("openings", opening_id, f"Opening #{opening_id}")
+
+
+# What cutting an offer short changes.
+OFFER_FIELDS = ("status", "expires_at")
 
 
 class OfferView(ShopModelView):
@@ -198,6 +235,17 @@ class OfferView(ShopModelView):
     def action_expire(self, ids):
         now = utcnow()
         for offer in self.scoped_rows(ids):
+            before = self._locked_state(offer)
             outcome = expire_offer_now(db.session, offer.id, now)
+            after = audit.snapshot(offer, OFFER_FIELDS)
+            # An offer already answered or expired is left as it is, and nothing recorded.
+            audit.record_change(
+                db.session, current_user, AuditAction.EXPIRE_OFFER, offer, before, after, outcome
+            )
             flash(f"Offer #{offer.id}: {outcome}.", "success")
         db.session.commit()
+
+    def _locked_state(self, offer: SlotOffer) -> dict:
+        """The offer as it stands under its opening's lock (the one its expiry takes)."""
+        lock_opening(db.session, offer.slot_opening_id)
+        return audit.snapshot(reload(db.session, SlotOffer, offer.id), OFFER_FIELDS)

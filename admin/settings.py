@@ -1,4 +1,4 @@
-"""Owner-only pages: the shop's settings (recovery and refund policy) and staff accounts."""
+"""Owner-only pages: the shop's settings (recovery and refund policy). Staff accounts: staff.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from flask import redirect, url_for
 from flask_admin import expose
 from flask_login import current_user
 from sqlalchemy import select
-from wtforms import SelectField
-from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
     DataRequired,
     InputRequired,
@@ -23,10 +21,11 @@ from wtforms.validators import (
 )
 
 from admin.base import OwnerOnly, ShopModelView
-from admin.fields import NewPasswordField
+from recovery import audit
+from recovery.audit import AuditAction
 from recovery.db import db
 from recovery.messaging.phones import InvalidPhone, normalize_phone, region_for_locale
-from recovery.models import Shop, StaffRole
+from recovery.models import Shop
 
 
 def _timezone(form, field) -> None:
@@ -108,6 +107,7 @@ class ShopSettingsView(OwnerOnly, ShopModelView):
         "send_offers",
         "quiet_hours_start",
         "quiet_hours_end",
+        "require_two_factor",
     ]
     column_labels = {
         "sms_from_number": "SMS sender number",
@@ -126,6 +126,7 @@ class ShopSettingsView(OwnerOnly, ShopModelView):
         "send_offers": "Text recovery offers",
         "quiet_hours_start": "Quiet hours start (shop time)",
         "quiet_hours_end": "Quiet hours end (shop time)",
+        "require_two_factor": "Require two-factor sign-in for all staff",
     }
     form_args = {
         "name": {"validators": [DataRequired(), Length(max=120)]},
@@ -158,6 +159,10 @@ class ShopSettingsView(OwnerOnly, ShopModelView):
             "The same start and end: no quiet hours.",
         },
         "quiet_hours_end": {"validators": [InputRequired()]},
+        "require_two_factor": {
+            "description": "Staff without it (you too) set it up at their next page, "
+            "before anything else.",
+        },
     }
 
     def scope(self, query):
@@ -173,38 +178,17 @@ class ShopSettingsView(OwnerOnly, ShopModelView):
     def get_save_return_url(self, model, is_created=False):
         return url_for(".edit_view", id=model.id)
 
-
-class StaffView(OwnerOnly, ShopModelView):
-    column_list = ["email", "name", "role", "active", "created_at"]
-    column_details_list = column_list
-    column_default_sort = "email"
-    form_columns = ["email", "name", "role", "active", "password"]
-    form_extra_fields = {
-        "password": NewPasswordField(
-            "Password",
-            validators=[Optional(), Length(min=8, max=200)],
-            description="At least 8 characters. Leave empty to keep the current one.",
-        )
-    }
-    form_overrides = {"role": SelectField}
-    form_args = {
-        "email": {"validators": [DataRequired(), EMAIL, Length(max=254)]},
-        "role": {"choices": [SelectChoice(r.value) for r in StaffRole]},
-    }
-    integrity_messages = {"uq_staff_users_email": "That email already has a staff account."}
-    in_use_message = "This account has made changes (e.g. refunds): deactivate it instead."
-
     def on_model_change(self, form, model, is_created):
         super().on_model_change(form, model, is_created)
-        model.email = model.email.strip().lower()
-        if form.password.data:
-            model.set_password(form.password.data)
-        elif is_created:
-            raise ValidationError("A new account needs a password.")
-        if model.id == current_user.id and (not model.active or not model.is_owner):
-            # Otherwise the shop could lose its last way into these pages.
-            raise ValidationError("You cannot demote or deactivate your own account.")
-
-    def on_model_delete(self, model):
-        if model.id == current_user.id:
-            raise ValidationError("You cannot delete your own account.")
+        # Read before the flush (Flask-Admin commits right after this): the columns the
+        # form changed, old and new. A save that changed nothing records nothing.
+        before, after = audit.changes(model)
+        if "require_two_factor" in after:
+            # The shop's two-factor rule gets its own entry, easy to find in the trail.
+            rule = "require_two_factor"
+            action = AuditAction.TWO_FACTOR_CHANGED
+            was, now = {rule: before.pop(rule)}, {rule: after.pop(rule)}
+            audit.record(db.session, current_user, action, model, was, now, note="shop rule")
+        if before or after:
+            action = AuditAction.SETTINGS_CHANGED
+            audit.record(db.session, current_user, action, model, before, after)

@@ -29,9 +29,14 @@ class AuditAction(enum.StrEnum):
     DEPOSIT_WAIVED = "deposit_waived"
     CANCEL = "cancel"
     MOVE = "move"
+    BOOKING_EDITED = "booking_edited"  # an edit that kept the time and resource
     RETRIGGER = "retrigger"
     EXPIRE_OPENING = "expire_opening"
     EXPIRE_OFFER = "expire_offer"
+    # Busy time steers recovery too: saving a block withdraws the openings it covers.
+    BLOCK_ADDED = "block_added"
+    BLOCK_CHANGED = "block_changed"
+    BLOCK_DELETED = "block_deleted"
     SETTINGS_CHANGED = "settings_changed"
     STAFF_ADDED = "staff_added"
     STAFF_CHANGED = "staff_changed"
@@ -81,6 +86,33 @@ def changes(row: object) -> tuple[dict[str, Any], dict[str, Any]]:
                 before[attr.key] = _plain(old)
                 after[attr.key] = _plain(new)
     return before, after
+
+
+def diff(
+    before: Mapping[str, Any], after: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Only the keys whose value differs between two snapshots of the same thing."""
+    keys = [*before, *(k for k in after if k not in before)]
+    changed = [k for k in keys if before.get(k) != after.get(k)]
+    return {k: before.get(k) for k in changed}, {k: after.get(k) for k in changed}
+
+
+def record_change(
+    session: Session,
+    actor: StaffUser,
+    action: AuditAction,
+    target: object,
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    note: str = "",
+) -> AuditEvent | None:
+    """Record ``action`` only if it changed something: an action the domain refused or
+    found already done (a double click, an idempotent retry) leaves no row. Both
+    snapshots must be taken in this transaction, the first after the row was locked."""
+    was, now = diff(before, after)
+    if not was and not now:
+        return None
+    return record(session, actor, action, target, was, now, note)
 
 
 def record(

@@ -9,12 +9,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 # Every variable the app reads, with a one-line meaning (also in .env.example).
 VARIABLES: dict[str, str] = {
     "APP_ENV": "development (default: embedded demo) or production",
     "SECRET_KEY": "signs sessions and CSRF tokens; required in production",
+    "SECRET_KEY_FALLBACKS": "comma-separated earlier SECRET_KEYs, still accepted while rotating",
     "DATABASE_URL": "PostgreSQL URL (postgres:// accepted); default SQLite under instance/",
     "REDIS_URL": "Redis URL for RQ jobs and slot locks; default: jobs run in-process",
     "TWILIO_ACCOUNT_SID": "Twilio account; without it SMS goes to the sandbox outbox",
@@ -33,6 +35,9 @@ VARIABLES: dict[str, str] = {
     "GOOGLE_CALENDAR_BASE_URL": "testing only: send Google Calendar calls to a local fake server",
     "CALENDAR_FEED_ALLOW_PRIVATE": "testing only: let iCal feeds come from loopback/private hosts",
     "HONCHO_PROCESS_NAME": "set by honcho; keeps `release` alive so honcho runs all four",
+    "TRUSTED_PROXY_HOPS": "proxies in front of web whose X-Forwarded-For is believed; "
+    "default 1 in production (Heroku's router), 0 otherwise",
+    "STAFF_IDLE_MINUTES": "minutes without a request before staff are signed out; default 720",
 }
 
 REQUIRED_IN_PRODUCTION = (
@@ -66,8 +71,34 @@ def _text(environ: Mapping[str, str], name: str) -> str | None:
 
 
 def _key_list(value: str | None) -> tuple[str, ...]:
-    """``CALENDAR_TOKEN_KEYS``: the current key first, older ones after it (rotation)."""
+    """A comma-separated list of keys, e.g. ``CALENDAR_TOKEN_KEYS`` (current key first)."""
     return tuple(k.strip() for k in (value or "").split(",") if k.strip())
+
+
+def _positive_minutes(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = _text(environ, name)
+    if raw is None:
+        return default
+    try:
+        minutes = int(raw)
+    except ValueError:
+        minutes = 0
+    if minutes < 1:
+        raise ConfigError(f"{name} must be a whole number of minutes, at least 1, not {raw!r}")
+    return minutes
+
+
+def _proxy_hops(environ: Mapping[str, str], production: bool) -> int:
+    """How many proxies' X-Forwarded-For entries to believe (Werkzeug's ProxyFix).
+
+    Heroku's router is one hop. Without a proxy it must be 0, or any client could choose
+    its own address (the sign-in throttle counts per address)."""
+    raw = _text(environ, "TRUSTED_PROXY_HOPS")
+    if raw is None:
+        return 1 if production else 0
+    if not (raw.isascii() and raw.isdigit()):
+        raise ConfigError(f"TRUSTED_PROXY_HOPS must be a whole number, 0 or more, not {raw!r}")
+    return int(raw)
 
 
 def _embedded_secret_key(instance_path: Path) -> str:
@@ -98,6 +129,7 @@ def from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
                 + ", ".join(missing)
             )
 
+    idle_minutes = _positive_minutes(environ, "STAFF_IDLE_MINUTES", 12 * 60)
     database_url = _text(environ, "DATABASE_URL")
     if database_url is None:
         database_url = f"sqlite:///{instance_path / 'slot_recovery.sqlite3'}"
@@ -105,6 +137,9 @@ def from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
     return {
         "APP_ENV": app_env,
         "SECRET_KEY": _text(environ, "SECRET_KEY") or _embedded_secret_key(instance_path),
+        # Rotation: the old key moves here; sessions and two-factor secrets made with it
+        # still read, and two-factor secrets are re-encrypted with the new key on use.
+        "SECRET_KEY_FALLBACKS": list(_key_list(_text(environ, "SECRET_KEY_FALLBACKS"))),
         "SQLALCHEMY_DATABASE_URI": normalize_database_url(database_url),
         "REDIS_URL": _text(environ, "REDIS_URL"),
         "TWILIO_ACCOUNT_SID": _text(environ, "TWILIO_ACCOUNT_SID"),
@@ -125,6 +160,11 @@ def from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
         "GOOGLE_CALENDAR_BASE_URL": _text(environ, "GOOGLE_CALENDAR_BASE_URL"),
         "CALENDAR_FEED_ALLOW_PRIVATE": bool(_text(environ, "CALENDAR_FEED_ALLOW_PRIVATE")),
         "RUNNING_UNDER_HONCHO": bool(_text(environ, "HONCHO_PROCESS_NAME")),
+        "TRUSTED_PROXY_HOPS": _proxy_hops(environ, production),
+        # Staff sessions end after this long without a request (admin/sessions.py checks
+        # it on the server); the session cookie expires with it (OWASP: idle timeout).
+        "STAFF_IDLE_MINUTES": idle_minutes,
+        "PERMANENT_SESSION_LIFETIME": timedelta(minutes=idle_minutes),
         "SESSION_COOKIE_SECURE": production,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
