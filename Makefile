@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: help run test lint format bench clean
+.PHONY: help run test lint format bench audit clean
 .DEFAULT_GOAL := help
 
 help: ## List the targets
@@ -35,6 +35,11 @@ test: lint ## Lint, then the whole test suite (needs PostgreSQL and Redis on 127
 
 bench: $(VENV)/.dev ## Benchmarks on real processes (~15 min; BENCH_ARGS=--quick for a smoke run)
 	$(BIN)/python -m bench --write-doc $(BENCH_ARGS)
+
+# Not part of `make test`: it needs the advisory data online (PyPI's JSON API, or OSV with
+# AUDIT_ARGS="-s osv"); without it, it says so in one line and fails.
+audit: $(VENV)/.dev ## pip-audit of requirements.lock: known advisories, or one line saying why it could not check
+	$(BIN)/python -m tools.audit requirements.lock -- $(AUDIT_ARGS)
 
 format: $(VENV)/.dev ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

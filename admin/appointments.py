@@ -15,7 +15,7 @@ from wtforms import HiddenField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
 
-from admin import display
+from admin import display, refund_keys
 from admin.base import ShopModelView, shop_rows
 from admin.fields import LocalDateTimeField, MoneyField, ShopRowSelectField
 from admin.filters import local_date_filters, status_filter
@@ -39,7 +39,7 @@ from recovery.models import (
     Service,
 )
 from recovery.offers.locks import lock_booking
-from recovery.payments.refunds import RefundError, new_idempotency_key, request_refund
+from recovery.payments.refunds import RefundError, request_refund
 
 OVERLAP_MESSAGE = "That resource is already booked at that time: pick another time or resource."
 BLOCKED_MESSAGE = "That time is blocked: pick another time or resource."
@@ -125,8 +125,11 @@ class RefundForm(FlaskForm):
     payment_id = SelectField("Payment", coerce=int, validators=[InputRequired()])
     amount = MoneyField("Amount", validators=[InputRequired()])
     reason = StringField("Reason", validators=[DataRequired(), Length(max=200)])
-    # One key per form shown: submitting the same form twice refunds once.
-    idempotency_key = HiddenField(validators=[DataRequired(), Length(max=80)])
+    # One refund key per form shown, so submitting the same form twice refunds once. The
+    # server makes the key and the field carries it signed (``admin.refund_keys``): what
+    # the browser posts is checked by the view (which says so when it fails), never taken
+    # as a key.
+    form_token = HiddenField()
 
 
 class DepositForm(FlaskForm):
@@ -370,14 +373,19 @@ class AppointmentView(ShopModelView):
             for p in refundable
         ]
         if request.method == "GET":
-            form.idempotency_key.data = new_idempotency_key()
+            form.form_token.data = refund_keys.issue(appt.id, current_user.id)
             if refundable:
                 form.amount.process_data(refundable[0].refundable_minor)
         status = 200
         if form.validate_on_submit():
             # MoneyField refuses what has no amount in minor units; never pass None on.
             amount_minor = form.amount.minor()
+            key = refund_keys.verified(form.form_token.data, appt.id, current_user.id)
             try:
+                if key is None:
+                    # Shown again with a key of its own, so a stale form can be resent.
+                    form.form_token.data = refund_keys.issue(appt.id, current_user.id)
+                    raise RefundError("this refund form has expired: check it and submit again")
                 if amount_minor is None:
                     raise RefundError("not an amount: type a number such as 20.50")
                 payment = self._refundable_payment(appt, form.payment_id.data)
@@ -387,7 +395,7 @@ class AppointmentView(ShopModelView):
                     form.payment_id.data,
                     amount_minor,
                     form.reason.data,
-                    form.idempotency_key.data,
+                    key,
                     staff_id=current_user.id,
                     now=utcnow(),
                 )

@@ -255,7 +255,7 @@ def test_refund_amounts_must_be_real_amounts(owner_client, session, shop_a, amou
         "payment_id": shop_a.payment.id,
         "amount": amount,
         "reason": "test",
-        "idempotency_key": f"key-{amount}",
+        "form_token": f"key-{amount}",
     }
     response = post(owner_client, url, data)
     assert response.status_code == 422

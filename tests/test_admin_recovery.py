@@ -189,13 +189,13 @@ def test_appointment_page_has_cancel_and_refund(staff, session, world):
 def test_refund_form_refunds_once_even_when_submitted_twice(staff, session, recorder, world):
     url = f"/admin/appointments/refund/?id={world.booking.id}"
     form = text(staff.get(url))
-    key = re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', form).group(1)
+    key = re.search(r'name="form_token" type="hidden" value="([^"]+)"', form).group(1)
     payment = world.booking.payments[0]
     data = {
         "payment_id": payment.id,
         "amount": "5.00",
         "reason": "goodwill",
-        "idempotency_key": key,
+        "form_token": key,
     }
     first = post(staff, url, data, follow_redirects=True)
     assert "Refund of £5 requested" in text(first)
@@ -214,13 +214,83 @@ def test_refund_above_what_is_left_is_refused_clearly(staff, session, world):
         "payment_id": payment.id,
         "amount": "25.00",
         "reason": "too much",
-        "idempotency_key": "staff-test-key-1",
+        "form_token": form_token(staff, world.booking),
     }
     response = post(staff, url, data)
     assert response.status_code == 422
     assert "At most £20 of this payment can still be refunded." in text(response)
     session.expire_all()
     assert session.get(Payment, payment.id).refunded_minor == 0
+
+
+def form_token(client, booking) -> str:
+    form = text(client.get(f"/admin/appointments/refund/?id={booking.id}"))
+    return re.search(r'name="form_token" type="hidden" value="([^"]+)"', form).group(1)
+
+
+def test_a_forged_refund_key_cannot_take_the_cancellations_refund(staff, session, driver, world):
+    """A refund form posted with the key the cancellation's own refund will use
+    (``cancel-<payment id>``), under any field name, is refused. The cancellation then
+    refunds by policy, and its text says what was really refunded."""
+    payment = world.booking.payments[0]
+    url = f"/admin/appointments/refund/?id={world.booking.id}"
+    forged_key = f"cancel-{payment.id}"
+    forged = post(
+        staff,
+        url,
+        {
+            "payment_id": payment.id,
+            "amount": "0.01",
+            "reason": "claims the policy's key",
+            "form_token": forged_key,
+            "idempotency_key": forged_key,
+        },
+    )
+    act(staff, "appointments", "cancel", world.booking.id)
+    driver.run_due()
+    session.expire_all()
+
+    refunds = session.get(Payment, payment.id).refunds
+    assert [(r.idempotency_key, r.amount_minor, r.status) for r in refunds] == [
+        (forged_key, 2000, "succeeded")
+    ]
+    [told] = session.query(Message).filter_by(appointment_id=world.booking.id, purpose="refunded")
+    assert "We're refunding £20 to you." in told.body
+    assert forged.status_code == 422
+    assert "This refund form has expired: check it and submit again." in text(forged)
+
+
+def test_a_refund_form_key_works_only_for_its_booking(staff, session, world):
+    """A key the server signed for one booking is refused on another's refund form."""
+    other = f.appointment(
+        session,
+        world.chair,
+        world.customers[0],
+        world.service,
+        starts_at=world.booking.ends_at,
+        paid=True,
+    )
+    session.commit()
+    payment = other.payments[0]
+    data = {
+        "payment_id": payment.id,
+        "amount": "5.00",
+        "reason": "goodwill",
+        "form_token": form_token(staff, world.booking),
+        "idempotency_key": "staff-chosen-by-the-browser",
+    }
+    response = post(staff, f"/admin/appointments/refund/?id={other.id}", data)
+    assert response.status_code == 422
+    session.expire_all()
+    assert session.get(Payment, payment.id).refunds == []
+    # The form shown again carries a key of its own, which works.
+    data["form_token"] = re.search(
+        r'name="form_token" type="hidden" value="([^"]+)"', text(response)
+    ).group(1)
+    assert post(staff, f"/admin/appointments/refund/?id={other.id}", data).status_code == 302
+    session.expire_all()
+    [refund] = session.get(Payment, payment.id).refunds
+    assert refund.amount_minor == 500 and refund.idempotency_key.startswith("staff-")
 
 
 def test_refund_action_opens_the_form(staff, world):

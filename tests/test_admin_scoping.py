@@ -93,7 +93,7 @@ def test_refund_page_of_another_shop_is_not_found(owner_client, session, shop_b)
     response = post(
         owner_client,
         url,
-        {"payment_id": shop_b.payment.id, "amount": "5", "reason": "x", "idempotency_key": "k1"},
+        {"payment_id": shop_b.payment.id, "amount": "5", "reason": "x", "form_token": "k1"},
     )
     assert response.status_code == 404
     assert session.query(Refund).count() == 0

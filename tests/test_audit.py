@@ -151,7 +151,7 @@ def test_deposit_decisions_are_recorded_with_the_reason(
 
 def refund_key(client, booking) -> str:
     form = page(client.get(f"/admin/appointments/refund/?id={booking.id}"))
-    return re.search(r'name="idempotency_key" type="hidden" value="([^"]+)"', form).group(1)
+    return re.search(r'name="form_token" type="hidden" value="([^"]+)"', form).group(1)
 
 
 def test_a_refund_is_recorded_once_however_often_it_is_submitted(owner_client, session, shop_a):
@@ -161,7 +161,7 @@ def test_a_refund_is_recorded_once_however_often_it_is_submitted(owner_client, s
         "payment_id": payment.id,
         "amount": "5.00",
         "reason": "goodwill",
-        "idempotency_key": refund_key(owner_client, booking),
+        "form_token": refund_key(owner_client, booking),
     }
     assert post(owner_client, url, data).status_code == 302
     assert post(owner_client, url, data).status_code == 302  # the same form again
@@ -178,7 +178,7 @@ def test_a_refused_refund_records_nothing(owner_client, session, shop_a):
         "payment_id": shop_a.payment.id,
         "amount": "25.00",
         "reason": "too much",
-        "idempotency_key": refund_key(owner_client, shop_a.booking),
+        "form_token": refund_key(owner_client, shop_a.booking),
     }
     assert post(owner_client, url, data).status_code == 422
     assert events(session) == []

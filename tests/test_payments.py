@@ -131,6 +131,25 @@ def test_concurrent_refunds_never_exceed_what_was_paid(app, committed):
     assert [r.amount_minor for r in refunds_made] == [1500]
 
 
+def test_a_refund_key_names_one_refund_never_another(session, clock):
+    """A key already used for another amount is an error, never taken as the refund done:
+    otherwise the cancellation's text would promise money that was never refunded."""
+    s = scene(session, clock.now)
+    payment = s.booking.payments[0]
+    staff = f.staff(session, s.shop)
+    with pytest.raises(refunds.RefundError, match="needs a key made for a staff refund"):
+        refunds.request_refund(
+            session, payment.id, 1, "x", f"cancel-{payment.id}", staff_id=staff.id
+        )
+    # However it got there, a 1p refund holding the cancellation's key.
+    refunds.request_refund(session, payment.id, 1, "x", f"cancel-{payment.id}", now=clock.now)
+    with pytest.raises(refunds.RefundError, match=r"already used for refund #\d+ \(£0.01"):
+        refunds.refund_cancelled_booking(session, s.booking, clock.now)
+    # The same key for the same payment and amount is the same refund (a retry).
+    again = refunds.request_refund(session, payment.id, 1, "x", f"cancel-{payment.id}")
+    assert [r.id for r in session.get(Payment, payment.id).refunds] == [again.id]
+
+
 def test_sweep_repairs_lost_refund_and_cancellation_jobs(session, clock, recorder):
     s = scene(session, clock.now)
     payment = s.booking.payments[0]

@@ -328,6 +328,67 @@ def test_unknown_event_types_and_unknown_intents_get_200_and_change_nothing(worl
     assert state(appointment_id, payment_id)[0] == "pending_payment"
 
 
+def _foreign_paid_intent(world, amount_minor: int, metadata: dict) -> str:
+    """Another deployment's intent on the same Stripe account, paid by its customer."""
+    intent = world.customer.client.v1.payment_intents.create(
+        params={
+            "amount": amount_minor,
+            "currency": "gbp",
+            "payment_method_types": ["card"],
+            "metadata": metadata,
+        }
+    )
+    world.customer.pay(intent.id)
+    return intent.id
+
+
+@pytest.mark.parametrize("tag", [None, "0" * 64], ids=["row id only", "made-up tag"])
+def test_an_event_for_a_foreign_intent_never_settles_our_payment(world, caplog, tag):
+    """Another deployment's intent names our payment by its (guessable) row id: a
+    correctly signed event about it is answered 200, recorded and ignored."""
+    appointment_id, payment_id = world.win()  # the page not opened yet: no intent of ours
+    amount = db.session.get(Payment, payment_id).amount_minor
+    metadata = {"payment_id": str(payment_id), "appointment_id": str(appointment_id)}
+    if tag is not None:
+        metadata["payment_tag"] = tag
+    foreign = _foreign_paid_intent(world, amount, metadata)
+    event = event_for(world.customer.intent(foreign), "payment_intent.succeeded")
+
+    with caplog.at_level("WARNING", logger="recovery.payments.events"):
+        response = world.post(event)
+    assert response.status_code == 200
+    assert response.get_json()["outcome"] == "ignored: not our intent"
+    assert f"intent {foreign} is not ours" in caplog.text
+    assert db.session.scalar(select(ProviderEvent.event_id)) == event["id"]
+    assert world.recorder.of_kind(EffectKind.SYNC_PAYMENT) == []
+    world.run_jobs()
+    assert state(appointment_id, payment_id) == (
+        "pending_payment",
+        "filled",
+        "accepted",
+        "pending",
+    )
+    assert db.session.get(Payment, payment_id).provider_ref is None
+    assert not [t for t in world.texts_to(world.s.customers[0]) if "You're booked" in t]
+
+
+def test_our_intent_whose_id_was_lost_is_still_found_by_its_tag(world):
+    """The page created the intent but its commit was lost: the intent's metadata carries
+    the payment's secret tag, so its event still settles the payment."""
+    appointment_id, payment_id = world.win()
+    world.page(payment_id)
+    intent_id = world.intent_of(payment_id)
+    assert world.customer.intent(intent_id).metadata["payment_tag"]
+    db.session.get(Payment, payment_id).provider_ref = None  # the lost commit
+    db.session.commit()
+
+    paid = world.customer.pay(intent_id)
+    assert world.post(event_for(paid, "payment_intent.succeeded")).status_code == 200
+    world.run_jobs()
+    assert state(appointment_id, payment_id) == ("booked", "filled", "accepted", "succeeded")
+    assert world.intent_of(payment_id) == intent_id
+
+
 @pytest.mark.parametrize(
     "forgery",
     ["no header", "wrong secret", "tampered body", "stale timestamp", "not json"],

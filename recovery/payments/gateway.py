@@ -18,6 +18,7 @@ change of configuration never strands payments already in flight.
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,6 +35,22 @@ SANDBOX = "sandbox"
 STRIPE = "stripe"
 DESK = "desk"  # money taken in the shop and recorded by staff
 _EXTENSION = "recovery.gateways"
+
+
+# The metadata key of an intent's proof that we made it for one payment (``intent_tag``).
+INTENT_TAG_KEY = "payment_tag"
+
+
+def intent_tag(payment: Payment) -> str:
+    """The per-payment secret an intent's metadata carries, so an event can be tied to
+    its payment even when the intent's id never reached our database.
+
+    Derived from the payment's random token rather than the token itself: metadata is
+    shown in Stripe's dashboard and sent to every webhook endpoint of the account, and
+    the token opens the payment page. The row id beside it in the metadata only says
+    which payment to check; alone it proves nothing (it is a counter).
+    """
+    return hashlib.sha256(f"slot-recovery-intent:{payment.token}".encode()).hexdigest()
 
 
 class GatewayError(RuntimeError):
@@ -160,6 +177,7 @@ class StripeGateway:
                 "metadata": {
                     "payment_id": str(payment.id),
                     "appointment_id": str(payment.appointment_id),
+                    INTENT_TAG_KEY: intent_tag(payment),
                 },
             },
             # A retry, or two page loads at once, gets the same intent back. The token is

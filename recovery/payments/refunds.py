@@ -44,9 +44,15 @@ def policy_refund_minor(payment: Payment, shop: Shop, starts_at: datetime, now: 
     return min(share, payment.refundable_minor)
 
 
+# Staff refunds have keys of their own kind, made by the server; the policy's refunds use
+# ``cancel-<payment id>`` and ``late-<payment id>``. Distinct prefixes mean a staff refund
+# can never take the key of a refund the policy makes later.
+STAFF_KEY_PREFIX = "staff-"
+
+
 def new_idempotency_key() -> str:
     """For a staff refund form: one key per form shown, so a double submit refunds once."""
-    return "staff-" + secrets.token_hex(12)
+    return STAFF_KEY_PREFIX + secrets.token_hex(12)
 
 
 def request_refund(
@@ -59,16 +65,18 @@ def request_refund(
     now: datetime | None = None,
 ) -> Refund:
     """Record a refund and reserve it against the payment; the gateway call follows the
-    commit. Asking again with the same key returns the first refund unchanged."""
+    commit. Asking again with the same key, payment and amount returns the first refund
+    unchanged; the same key for another payment or amount is refused, never taken as done.
+    """
     now = now or utcnow()
+    if staff_id is not None and not idempotency_key.startswith(STAFF_KEY_PREFIX):
+        raise RefundError("a staff refund needs a key made for a staff refund")
     payment = lock_row(session, Payment, payment_id)
     if payment is None:
         raise RefundError(f"no payment {payment_id}")
     existing = session.scalar(select(Refund).where(Refund.idempotency_key == idempotency_key))
     if existing is not None:
-        if existing.payment_id != payment.id:
-            raise RefundError("this refund form was already used for another payment")
-        return existing
+        return _same_refund(existing, payment, amount_minor)
     if payment.status != PaymentStatus.SUCCEEDED:
         raise RefundError(f"only a succeeded payment can be refunded (this is {payment.status})")
     if amount_minor <= 0:
@@ -89,12 +97,29 @@ def request_refund(
         ),
     )
     if refund is None:  # the same key, committed by a concurrent request meanwhile
-        return session.scalar(select(Refund).where(Refund.idempotency_key == idempotency_key))
+        existing = session.scalar(select(Refund).where(Refund.idempotency_key == idempotency_key))
+        return _same_refund(existing, payment, amount_minor)
     payment.refunded_minor += amount_minor
     session.flush()
     effects.request(session, EffectKind.REFUND, refund.id)
     log.info("refund %s of %s requested on payment %s", refund.id, amount_minor, payment.id)
     return refund
+
+
+def _same_refund(existing: Refund, payment: Payment, amount_minor: int) -> Refund:
+    """A repeated request is the refund already recorded under its key, or an error.
+
+    Taking a different refund as done would report money that was never refunded (the
+    customer's text says what was asked for), so a key names exactly one payment and
+    amount.
+    """
+    if existing.payment_id != payment.id or existing.amount_minor != amount_minor:
+        done = format_money(existing.amount_minor, existing.payment.currency)
+        raise RefundError(
+            f"this refund's key was already used for refund #{existing.id} ({done} of "
+            f"payment #{existing.payment_id}): open the refund form again"
+        )
+    return existing
 
 
 def refund_cancelled_booking(session: Session, appt: Appointment, now: datetime) -> int:
