@@ -34,6 +34,7 @@ _BADGES = {
     "canceled": "secondary",
     # messages
     "queued": "light",
+    "sending": "light",
     "delivered": "success",
     "suppressed": "dark",
     "received": "info",

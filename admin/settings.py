@@ -24,6 +24,7 @@ from admin.base import OwnerOnly, ShopModelView
 from recovery import audit
 from recovery.audit import AuditAction
 from recovery.db import db
+from recovery.messaging.outbox import default_sender
 from recovery.messaging.phones import InvalidPhone, normalize_phone, region_for_locale
 from recovery.models import Shop
 
@@ -57,17 +58,26 @@ def _optional_phone(form, field) -> None:
         raise ValidationError(str(exc)) from None
 
 
+SENDER_TAKEN = "Another shop already sends from that number: each shop needs its own."
+SENDER_IS_DEFAULT = (
+    "That is the deployment's shared number. Leave this empty to send from it, "
+    "or enter a number of the shop's own."
+)
+
+
 def _sender_not_taken(form, field) -> None:
-    """Inbound texts find their shop by the number they were sent to: one shop a number."""
+    """Inbound texts find their shop by the number they were sent to: one shop a number
+    (``uq_shops_sms_from_number`` stands behind this check). The deployment's number is
+    shared by the shops without one, so no shop may claim it as its own."""
     if not field.data:
         return
+    if field.data == default_sender():
+        raise ValidationError(SENDER_IS_DEFAULT)
     taken = db.session.scalar(
         select(Shop.id).where(Shop.sms_from_number == field.data, Shop.id != current_user.shop_id)
     )
     if taken is not None:
-        raise ValidationError(
-            "Another shop already sends from that number: each shop needs its own."
-        )
+        raise ValidationError(SENDER_TAKEN)
 
 
 # A light check (one @, a dot in the domain): the login form is the real test of it.
@@ -83,6 +93,8 @@ class ShopSettingsView(OwnerOnly, ShopModelView):
 
     can_create = False
     can_delete = False
+    # Two owners saving one number at once both pass the form's check; the index refuses one.
+    integrity_messages = {"uq_shops_sms_from_number": SENDER_TAKEN}
 
     column_list = ["name", "timezone", "currency", "offer_ttl_minutes", "payment_hold_minutes"]
     form_columns = [

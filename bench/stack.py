@@ -187,18 +187,12 @@ class Stack:
                 ],
             )
         self._spawn(
-            "scheduler",
-            [
-                "sh",
-                "-c",
-                f"{BIN}/flask --app app jobs register && "
-                f"exec {BIN}/rqscheduler --url {REDIS_URL} --interval 1",
-            ],
+            "scheduler", [f"{BIN}/flask", "--app", "app", "jobs", "scheduler", "--interval", "1"]
         )
         wait_for(self._healthy, 90, "gunicorn /healthz")
         wait_for(self._workers_up, 60, "rq workers")
-        wait_for(lambda: "rqscheduler" in self._log("scheduler") or self._scheduled(), 60,
-                 "rqscheduler")  # fmt: skip
+        wait_for(lambda: "periodic jobs registered" in self._log("scheduler")
+                 or self._scheduled(), 60, "the scheduler")  # fmt: skip
         time.sleep(2)  # let the first periodic sweep run on the empty database
 
     def _log(self, name: str) -> str:

@@ -22,7 +22,7 @@ from rq import Retry
 from jobs import tasks  # noqa: F401 (binds every job in the registry)
 from jobs.connection import queue_for, scheduler_for
 from jobs.registry import JOBS, resolve, retry_intervals
-from jobs.schedule import SCHEDULE
+from jobs.schedule import schedule_for
 from recovery.effects import Effect
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,8 @@ class ThreadDispatcher:
     """Runs jobs in one background thread of this process, each at its time.
 
     Failed jobs are retried with the same backoff as under RQ. The periodic schedule
-    (``jobs.schedule.SCHEDULE``) runs here too.
+    (``jobs.schedule.schedule_for``) runs here too, from the thread's own heap, so it is
+    lost only with the thread: /healthz reads ``running``.
     """
 
     def __init__(self, app: Flask) -> None:
@@ -96,10 +97,14 @@ class ThreadDispatcher:
         with self._wakeup:
             if self._thread is not None:
                 return
-            for periodic in SCHEDULE:
+            for periodic in schedule_for(self.app.config):
                 self._push(0.0, periodic.func, (), every=periodic.interval_seconds)
             self._thread = threading.Thread(target=self._run, name="jobs", daemon=True)
             self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
         with self._wakeup:

@@ -7,8 +7,6 @@ inside an app context (see ``jobs.registry``) and read the app through ``current
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from flask import current_app
 
 from jobs.registry import job
@@ -17,8 +15,8 @@ from recovery.booking import holds
 from recovery.db import db, utcnow
 from recovery.effects import EffectKind
 from recovery.messaging import outbox, reminders
-from recovery.messaging.gateway import sender_for
-from recovery.models import Payment, Refund
+from recovery.messaging.gateway import TemporarySendError, sender_for
+from recovery.models import Message, Payment, Refund
 from recovery.offers import offering
 from recovery.offers.withdraw import withdraw_blocked_openings
 from recovery.payments import refunds
@@ -40,20 +38,28 @@ def _gateways(provider: str):
     return gateway_for(current_app, provider)
 
 
-@job(timeout=10)
-def heartbeat() -> str:
-    """Record that the scheduler and a worker are alive (shown by /healthz)."""
-    stamp = datetime.now(UTC).isoformat()
-    redis = current_redis()
-    if redis is not None:
-        redis.set(HEARTBEAT_KEY, stamp, ex=600)
-    return stamp
-
-
 @job(EffectKind.SEND_MESSAGE, timeout=30, retry=PROVIDER_RETRY)
 def send_message(message_id: int) -> str:
-    """Deliver one queued SMS. A provider hiccup raises, so RQ retries with backoff."""
-    return outbox.deliver(db.session, message_id, sender_for(current_app), utcnow())
+    """Deliver one SMS, never twice (``messaging.outbox``): the claim is committed before
+    the provider is called, so a retry after a timeout or a crash looks the text up first.
+    A provider hiccup commits what it taught us and raises, so RQ retries with backoff.
+    An accepted offer text starts its offer's time to answer."""
+    claimed = outbox.claim(db.session, message_id, utcnow())
+    db.session.commit()
+    if claimed is None:
+        return outbox.Delivery.NOTHING
+    sender = sender_for(current_app)
+    try:
+        outcome = outbox.deliver(db.session, message_id, sender, utcnow(), claimed)
+    except TemporarySendError:
+        db.session.commit()
+        raise
+    db.session.commit()  # the provider's answer is on record before anything else
+    message = db.session.get(Message, message_id)
+    offer_text = message.purpose == outbox.Purpose.OFFER and message.slot_offer_id is not None
+    if outcome in outbox.ACCEPTED and offer_text:
+        offering.start_answer_window(db.session, message.slot_offer_id)
+    return outcome
 
 
 @job(EffectKind.OFFER_NEXT, timeout=30, retry=LOOP_RETRY)
@@ -109,8 +115,14 @@ def refund(refund_id: int) -> str:
 
 @job(EffectKind.SWEEP, timeout=50)
 def sweep() -> dict:
-    """Catch up with everything due; one transaction per batch."""
-    return run_sweep(db.session, utcnow)
+    """Catch up with everything due; one transaction per batch. A finished sweep is the
+    heartbeat: /healthz fails when none came for three sweep intervals (the schedule was
+    lost, or no worker runs it, or the sweep keeps failing)."""
+    totals = run_sweep(db.session, utcnow)
+    redis = current_redis()
+    if redis is not None:
+        redis.set(HEARTBEAT_KEY, utcnow().isoformat())
+    return totals
 
 
 @job(EffectKind.SYNC_CALENDAR, timeout=120, retry=PROVIDER_RETRY)

@@ -38,6 +38,8 @@ VARIABLES: dict[str, str] = {
     "TRUSTED_PROXY_HOPS": "proxies in front of web whose X-Forwarded-For is believed; "
     "default 1 in production (Heroku's router), 0 otherwise",
     "STAFF_IDLE_MINUTES": "minutes without a request before staff are signed out; default 720",
+    "SWEEP_INTERVAL_SECONDS": "seconds between sweeps; /healthz fails after 3 without one; "
+    "default 60",
 }
 
 REQUIRED_IN_PRODUCTION = (
@@ -75,17 +77,19 @@ def _key_list(value: str | None) -> tuple[str, ...]:
     return tuple(k.strip() for k in (value or "").split(",") if k.strip())
 
 
-def _positive_minutes(environ: Mapping[str, str], name: str, default: int) -> int:
+def _positive_whole(
+    environ: Mapping[str, str], name: str, default: int, unit: str = "minutes"
+) -> int:
     raw = _text(environ, name)
     if raw is None:
         return default
     try:
-        minutes = int(raw)
+        number = int(raw)
     except ValueError:
-        minutes = 0
-    if minutes < 1:
-        raise ConfigError(f"{name} must be a whole number of minutes, at least 1, not {raw!r}")
-    return minutes
+        number = 0
+    if number < 1:
+        raise ConfigError(f"{name} must be a whole number of {unit}, at least 1, not {raw!r}")
+    return number
 
 
 def _proxy_hops(environ: Mapping[str, str], production: bool) -> int:
@@ -129,7 +133,7 @@ def from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
                 + ", ".join(missing)
             )
 
-    idle_minutes = _positive_minutes(environ, "STAFF_IDLE_MINUTES", 12 * 60)
+    idle_minutes = _positive_whole(environ, "STAFF_IDLE_MINUTES", 12 * 60)
     database_url = _text(environ, "DATABASE_URL")
     if database_url is None:
         database_url = f"sqlite:///{instance_path / 'slot_recovery.sqlite3'}"
@@ -165,6 +169,9 @@ def from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
         # it on the server); the session cookie expires with it (OWASP: idle timeout).
         "STAFF_IDLE_MINUTES": idle_minutes,
         "PERMANENT_SESSION_LIFETIME": timedelta(minutes=idle_minutes),
+        # The periodic sweep's interval; /healthz counts the sweep as stopped after three
+        # intervals without one (tests shorten it to watch a lost schedule come back).
+        "SWEEP_INTERVAL_SECONDS": _positive_whole(environ, "SWEEP_INTERVAL_SECONDS", 60, "seconds"),
         "SESSION_COOKIE_SECURE": production,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

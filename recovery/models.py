@@ -80,10 +80,14 @@ class Direction(enum.StrEnum):
 
 class MessageStatus(enum.StrEnum):
     QUEUED = "queued"  # written by the domain, waiting for the send job
+    # The send job took it and may have called the provider: committed before the call, so
+    # a later attempt looks the text up at the provider before sending it again.
+    SENDING = "sending"
     SENT = "sent"  # accepted by the provider
     DELIVERED = "delivered"
     FAILED = "failed"
     SUPPRESSED = "suppressed"  # not sent: the number opted out after it was queued
+    CANCELLED = "cancelled"  # not sent: no longer true (its offer ended first); ``error`` says why
     RECEIVED = "received"  # inbound
 
 
@@ -121,6 +125,16 @@ class Shop(db.Model):
         sa.CheckConstraint("booking_hold_hours > 0", name="booking_hold_positive"),
         sa.CheckConstraint("self_cancel_cutoff_hours >= 0", name="self_cancel_not_negative"),
         sa.CheckConstraint("reminder_hours >= 0", name="reminder_hours_not_negative"),
+        # Inbound texts find their shop by the number written to: one shop per own number.
+        # (Shops without one share the deployment's TWILIO_FROM_NUMBER; that no shop claims
+        # the default as its own is checked by the settings form, admin/settings.py.)
+        sa.Index(
+            "uq_shops_sms_from_number",
+            "sms_from_number",
+            unique=True,
+            postgresql_where=sa.text("sms_from_number IS NOT NULL"),
+            sqlite_where=sa.text("sms_from_number IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -550,6 +564,13 @@ class Message(db.Model):
             postgresql_where=sa.text("status = 'queued'"),
             sqlite_where=sa.text("status = 'queued'"),
         ),
+        sa.Index(
+            "ix_messages_sending",
+            "sending_at",
+            postgresql_where=sa.text("status = 'sending'"),
+            sqlite_where=sa.text("status = 'sending'"),
+        ),
+        sa.CheckConstraint("send_attempts >= 0", name="send_attempts_not_negative"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -569,7 +590,11 @@ class Message(db.Model):
     segments: Mapped[int] = mapped_column(nullable=False, default=1)
     cost_estimate_minor: Mapped[int] = mapped_column(nullable=False, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False, default=utcnow)
-    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The send job's claims (``messaging.outbox.claim``): how many, and when the first one
+    # was made, which bounds the provider lookup after an unclear failure.
+    send_attempts: Mapped[int] = mapped_column(nullable=False, default=0)
+    sending_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the provider accepted it
 
     shop: Mapped[Shop | None] = relationship()
     customer: Mapped[Customer | None] = relationship()

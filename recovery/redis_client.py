@@ -9,7 +9,7 @@ from redis import Redis
 _EXTENSION = "recovery.redis"
 
 QUEUE_NAME = "default"  # the RQ queue every job goes to
-HEARTBEAT_KEY = "slot_recovery:heartbeat"  # written by the heartbeat job, read by /healthz
+HEARTBEAT_KEY = "slot_recovery:heartbeat"  # when the last sweep finished; read by /healthz
 
 
 def redis_for(app: Flask) -> Redis | None:

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from recovery import effects
@@ -142,11 +142,18 @@ def sweep_batch(
 
     if not requeue_messages:
         return report
+    # Queued texts whose job was lost, and texts left `sending` by an attempt that timed
+    # out or died: the send job looks those up at the provider before sending again, so
+    # they are asked for, never re-queued.
     stale_messages = session.scalars(
         select(Message.id)
         .where(
-            Message.status == MessageStatus.QUEUED,
-            Message.created_at <= now - STALE_MESSAGE_AFTER,
+            or_(
+                (Message.status == MessageStatus.QUEUED)
+                & (Message.created_at <= now - STALE_MESSAGE_AFTER),
+                (Message.status == MessageStatus.SENDING)
+                & (Message.sending_at <= now - STALE_MESSAGE_AFTER),
+            ),
             Message.created_at > now - GIVE_UP_MESSAGE_AFTER,
         )
         .order_by(Message.id)

@@ -36,14 +36,25 @@ def _add(session: Session, obj):
     return obj
 
 
+SHOP_NUMBER = "+447700900000"  # the first shop's own sender number
+
+
+def _free_sender_number(session: Session, n: int) -> str:
+    """``SHOP_NUMBER`` for the first shop, a number of its own for each further one: an own
+    number belongs to one shop (``uq_shops_sms_from_number``)."""
+    taken = session.scalar(select(Shop.id).where(Shop.sms_from_number == SHOP_NUMBER))
+    return SHOP_NUMBER if taken is None else f"+4477007{n % 100_000:05d}"
+
+
 def shop(session: Session, **kw) -> Shop:
     n = next(_seq)
+    if "sms_from_number" not in kw:
+        kw["sms_from_number"] = _free_sender_number(session, n)
     defaults = dict(
         name=f"Shop {n}",
         timezone="Europe/London",
         currency="GBP",
         locale="en_GB",
-        sms_from_number="+447700900000",
         contact_phone="+442071234567",
         # No quiet hours unless a test asks for them: the suite runs at any time of day,
         # and a test about the loop must not wait until 08:00 because CI ran at night.

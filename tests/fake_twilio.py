@@ -1,9 +1,17 @@
 """A fake Twilio REST API on loopback, for tests and benchmarks.
 
-It serves just enough of ``api.twilio.com`` for the *real* ``twilio`` SDK (9.13.0) to send SMS:
-``POST /2010-04-01/Accounts/{AccountSid}/Messages.json``, with HTTP Basic auth and Twilio-style
+It serves just enough of ``api.twilio.com`` for the *real* ``twilio`` SDK (9.13.0) to send SMS
+and look them up: ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` (create),
+``GET`` of the same path (the list, newest first, filtered by ``To``, ``From`` and
+``DateSent``, paged by ``PageSize``/``Page``, as ``client.messages.list()`` and ``stream()``
+read it) and ``GET .../Messages/{Sid}.json`` (fetch), with HTTP Basic auth and Twilio-style
 JSON errors (``code``, ``message``, ``more_info``, ``status``), which the SDK turns into
 ``TwilioRestException``.
+
+Faults for the sender's side: ``fail_next`` (an error answer, nothing accepted), ``hold``
+(no answer until ``release``), ``answer_late`` (accepted at once, answered only after a delay
+longer than the client's timeout) and ``hang_up_after_accept`` (accepted, then the connection
+is closed without an answer).
 
 How the SDK is pointed at the fake
 ----------------------------------
@@ -39,9 +47,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -51,13 +61,16 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, TypedDict
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 API_VERSION = "2010-04-01"
 MESSAGES_PATH = re.compile(rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/Messages\.json$")
+MESSAGE_PATH = re.compile(
+    rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)/Messages/(?P<sid>SM[0-9a-f]{{32}})\.json$"
+)
 E164 = re.compile(r"^\+[0-9]{8,15}$")
 MAX_BODY_CHARS = 1600  # Twilio refuses longer bodies with error 21617
 
@@ -161,6 +174,11 @@ class FakeTwilio:
         self._held = 0
         self._epoch = 0
         self._dropped_epochs: set[int] = set()
+        # Accepted, then answered late (seconds) or not at all (None: hang up), one per call.
+        self._after_accept: list[float | None] = []
+        self._stopping = False
+        self._created: dict[str, datetime] = {}  # sid -> when it was accepted
+        self.lookups = 0  # authenticated list and fetch calls
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -169,6 +187,7 @@ class FakeTwilio:
     def start(self) -> FakeTwilio:
         if self._server is not None:
             raise RuntimeError("FakeTwilio is already started")
+        self._stopping = False
         handler = type("Handler", (_Handler,), {"fake": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         # A short poll interval, because shutdown() waits for serve_forever's next poll.
@@ -185,6 +204,9 @@ class FakeTwilio:
         if self._server is None:
             return
         self.release(drop=True)  # a held request must not keep a server thread waiting
+        with self._cond:
+            self._stopping = True  # nor must a late answer
+            self._cond.notify_all()
         self._server.shutdown()  # waits for serve_forever to return
         self._server.server_close()
         assert self._thread is not None
@@ -222,11 +244,25 @@ class FakeTwilio:
         with self._cond:
             self._failures.extend([status] * n)
 
+    def answer_late(self, delay: float, n: int = 1) -> None:
+        """Accept the next ``n`` messages at once, but answer only after ``delay`` seconds
+        (longer than the client's timeout: the sender gives up on a message that went)."""
+        with self._cond:
+            self._after_accept.extend([delay] * n)
+
+    def hang_up_after_accept(self, n: int = 1) -> None:
+        """Accept the next ``n`` messages, then close the connection without an answer."""
+        with self._cond:
+            self._after_accept.extend([None] * n)
+
     def reset(self) -> None:
         with self._cond:
             self._messages.clear()
             self._failures.clear()
+            self._after_accept.clear()
+            self._created.clear()
             self.create_attempts = 0
+            self.lookups = 0
         self.release(drop=True)
 
     def hold(self) -> None:
@@ -271,7 +307,11 @@ class FakeTwilio:
 
     # -- request handling (called from server threads) ---------------------------------------
 
-    def _create_message(self, account_sid: str, form: dict[str, str]) -> dict[str, Any]:
+    def _create_message(
+        self, account_sid: str, form: dict[str, str]
+    ) -> tuple[dict[str, Any], float | None]:
+        """The created resource, and when to answer: after this many seconds (0: at once),
+        or never (None: hang up)."""
         with self._cond:
             self.create_attempts += 1
             if self._holding:
@@ -305,8 +345,7 @@ class FakeTwilio:
 
         sid = "SM" + secrets.token_hex(16)
         segments = count_segments(body)
-        now = format_datetime(datetime.now(UTC))  # RFC 2822, as Twilio sends dates
-        uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}"
+        created = datetime.now(UTC)
         sent = SentMessage(
             sid=sid,
             to=to,
@@ -318,31 +357,102 @@ class FakeTwilio:
         )
         with self._cond:
             self._messages.append(sent)
+            self._created[sid] = created
+            after = self._after_accept.pop(0) if self._after_accept else 0.0
             self._cond.notify_all()
         if self.on_accept is not None:
             self.on_accept(sent, time.time())
+        return _resource(account_sid, sent, created, listed=False), after
+
+    def _wait_late(self, delay: float) -> None:
+        """Sit on an accepted message's answer for ``delay`` seconds (less if stopped)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._stopping, timeout=delay)
+
+    def _list_messages(self, account_sid: str, query: dict[str, str]) -> dict[str, Any]:
+        """The Messages list: newest first, filtered like Twilio's (``To``, ``From``, and
+        ``DateSent`` on a UTC date, with ``<``/``>`` for on-or-before/on-or-after)."""
+        with self._cond:
+            self.lookups += 1
+            rows = [(m, self._created[m["sid"]]) for m in self._messages]
+        rows.reverse()
+        if query.get("To"):
+            rows = [(m, c) for m, c in rows if m["to"] == query["To"]]
+        if query.get("From"):
+            rows = [(m, c) for m, c in rows if m["from_"] == query["From"]]
+        for key, keep in (
+            ("DateSent", lambda day, on: day == on),
+            ("DateSent<", lambda day, on: day <= on),
+            ("DateSent>", lambda day, on: day >= on),
+        ):
+            if query.get(key):
+                on = _utc_date(query[key])
+                rows = [(m, c) for m, c in rows if keep(c.date(), on)]
+        size = max(1, min(int(query.get("PageSize") or 50), 1000))
+        page = int(query.get("Page") or 0)
+        chunk = rows[page * size : (page + 1) * size]
+        base = f"/{API_VERSION}/Accounts/{account_sid}/Messages.json"
+        filters = {k: v for k, v in query.items() if k in ("To", "From") or k.startswith("Date")}
+
+        def page_uri(n: int) -> str:
+            return f"{base}?{urlencode({**filters, 'PageSize': size, 'Page': n})}"
+
+        more = (page + 1) * size < len(rows)
         return {
-            "account_sid": account_sid,
-            "api_version": API_VERSION,
-            "body": body,
-            "date_created": now,
-            "date_sent": None,
-            "date_updated": now,
-            "direction": "outbound-api",
-            "error_code": None,
-            "error_message": None,
-            "from": from_,
-            "messaging_service_sid": service_sid,
-            "num_media": "0",
-            "num_segments": str(segments),  # Twilio sends counts as strings
-            "price": None,
-            "price_unit": "USD",
-            "sid": sid,
-            "status": "queued",
-            "subresource_uris": {"media": f"{uri}/Media.json"},
-            "to": to,
-            "uri": f"{uri}.json",
+            "messages": [_resource(account_sid, m, c, listed=True) for m, c in chunk],
+            "end": page * size + max(len(chunk) - 1, 0),
+            "first_page_uri": page_uri(0),
+            "next_page_uri": page_uri(page + 1) if more else None,
+            "page": page,
+            "page_size": size,
+            "previous_page_uri": page_uri(page - 1) if page else None,
+            "start": page * size,
+            "uri": page_uri(page),
         }
+
+    def _fetch_message(self, account_sid: str, sid: str) -> dict[str, Any]:
+        with self._cond:
+            self.lookups += 1
+            found = [(m, self._created[sid]) for m in self._messages if m["sid"] == sid]
+        if not found:
+            raise _HttpError(404, 20404, f"The requested resource {sid} was not found")
+        return _resource(account_sid, *found[0], listed=True)
+
+
+def _utc_date(value: str):
+    """A DateSent filter value: ``YYYY-MM-DD``, or an ISO date-time as the SDK sends it."""
+    return datetime.fromisoformat(value[:10]).date()
+
+
+def _resource(
+    account_sid: str, sent: SentMessage, created: datetime, listed: bool
+) -> dict[str, Any]:
+    """A Message resource as Twilio shows it. Just created it is ``queued``; listed later,
+    the fake has handed it to the carrier (``sent``, with a DateSent)."""
+    stamp = format_datetime(created)  # RFC 2822, as Twilio sends dates
+    uri = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sent['sid']}"
+    return {
+        "account_sid": account_sid,
+        "api_version": API_VERSION,
+        "body": sent["body"],
+        "date_created": stamp,
+        "date_sent": stamp if listed else None,
+        "date_updated": stamp,
+        "direction": "outbound-api",
+        "error_code": None,
+        "error_message": None,
+        "from": sent["from_"],
+        "messaging_service_sid": sent["messaging_service_sid"],
+        "num_media": "0",
+        "num_segments": str(sent["num_segments"]),  # Twilio sends counts as strings
+        "price": None,
+        "price_unit": "USD",
+        "sid": sent["sid"],
+        "status": "sent" if listed else "queued",
+        "subresource_uris": {"media": f"{uri}/Media.json"},
+        "to": sent["to"],
+        "uri": f"{uri}.json",
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -362,16 +472,38 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""  # always drain the request body
         try:
             self._check_auth()
-            path = urlsplit(self.path).path
-            match = MESSAGES_PATH.match(path)
+            url = urlsplit(self.path)
+            many, one = MESSAGES_PATH.match(url.path), MESSAGE_PATH.match(url.path)
+            match = many or one
             # Another account's messages are "not found", like any path we do not serve.
-            if self.command != "POST" or not match or match["account"] != self.fake.account_sid:
-                raise _HttpError(404, 20404, f"The requested resource {path} was not found")
+            if not match or match["account"] != self.fake.account_sid:
+                raise _HttpError(404, 20404, f"The requested resource {url.path} was not found")
+            if self.command == "GET":
+                if many:
+                    query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+                    self._reply(200, self.fake._list_messages(match["account"], query))
+                else:
+                    self._reply(200, self.fake._fetch_message(match["account"], match["sid"]))
+                return
+            if self.command != "POST" or not many:
+                raise _HttpError(404, 20404, f"The requested resource {url.path} was not found")
             # The SDK form-encodes as UTF-8; repeated keys (MediaUrl) keep their last value.
             form = {k: v[-1] for k, v in parse_qs(raw.decode(), keep_blank_values=True).items()}
-            self._reply(201, self.fake._create_message(match["account"], form))
+            created, after = self.fake._create_message(match["account"], form)
+            if after is None:
+                self._hang_up()
+                return
+            if after:
+                self.fake._wait_late(after)
+            self._reply(201, created)
         except _HttpError as e:
             self._reply(e.status, twilio_error(e.status, e.code, e.message))
+
+    def _hang_up(self) -> None:
+        """Close the connection with no answer at all, as a dropped link would."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def _check_auth(self) -> None:
         scheme, _, encoded = (self.headers.get("Authorization") or "").partition(" ")

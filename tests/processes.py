@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,6 +90,18 @@ def wait_until(check: Callable[[], object], timeout: float, what: str, proc: Pro
         time.sleep(0.1)
     detail = f"\n--- process output ---\n{proc.output()}" if proc else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{detail}")
+
+
+def answers(url: str) -> bool:
+    """True once a server answers ``url`` with any HTTP status. Readiness for tests that
+    run no scheduler: their /healthz stays 503, as no sweep ever runs there."""
+    try:
+        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (loopback URLs of tests)
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
 
 
 def free_port() -> int:

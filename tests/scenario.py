@@ -5,9 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from recovery.models import Appointment, Customer, Resource, Service, Shop
+from jobs import tasks
+from recovery.models import (
+    Appointment,
+    Customer,
+    Message,
+    MessageStatus,
+    Resource,
+    Service,
+    Shop,
+)
 from tests import factories as f
 
 
@@ -35,3 +45,13 @@ def scene(session: Session, now: datetime, n_customers: int = 3, **shop_kw) -> S
         for i in range(n_customers)
     ]
     return Scene(shop, chair, service, owner, booking, customers)
+
+
+def send_texts(session: Session) -> list[str]:
+    """Run the real send job for every queued text (the sandbox provider accepts each at
+    the app's clock). An offer's time to answer starts when its text is accepted, so a
+    test that lets an offer run out sends its text first."""
+    queued = session.scalars(
+        select(Message.id).where(Message.status == MessageStatus.QUEUED).order_by(Message.id)
+    ).all()
+    return [tasks.send_message(message_id) for message_id in queued]

@@ -9,7 +9,6 @@ week; clicking a booking opens its page.
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -21,7 +20,16 @@ from recovery.db import utcnow
 from recovery.models import AppointmentStatus, BusyBlock, OpeningStatus
 from tests import factories as f
 from tests.conftest import REDIS_URL
-from tests.processes import BIN, ROOT, free_port, process_env, running, wait_until, worker_cmd
+from tests.processes import (
+    BIN,
+    ROOT,
+    answers,
+    free_port,
+    process_env,
+    running,
+    wait_until,
+    worker_cmd,
+)
 from tests.test_browser_recovery import CHROMIUM, CHROMIUM_ARGS
 from tests.test_calendar import connection_id
 
@@ -157,15 +165,9 @@ def server(app, database_url, redis_conn, salon) -> Iterator[str]:
     ]
     base = f"http://127.0.0.1:{port}"
     with running(web, env) as gunicorn, running(worker_cmd(REDIS_URL), env) as worker:
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_until(healthy, 30, "gunicorn /healthz", gunicorn)
+        wait_until(
+            lambda: answers(f"http://127.0.0.1:{port}/healthz"), 30, "gunicorn /healthz", gunicorn
+        )
         yield base
         assert "Traceback" not in gunicorn.output(), gunicorn.output()
         assert "Traceback" not in worker.output(), worker.output()

@@ -18,7 +18,6 @@ still allow Stripe's real domain.
 from __future__ import annotations
 
 import re
-import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -45,7 +44,16 @@ from recovery.models import (
 from tests import factories as f
 from tests.admin_support import PASSWORD, build_world
 from tests.conftest import REDIS_URL, STRIPE_WEBHOOK_SECRET
-from tests.processes import BIN, ROOT, free_port, process_env, running, wait_until, worker_cmd
+from tests.processes import (
+    BIN,
+    ROOT,
+    answers,
+    free_port,
+    process_env,
+    running,
+    wait_until,
+    worker_cmd,
+)
 from tests.test_browser_recovery import CHROMIUM, CHROMIUM_ARGS
 
 SHOTS = ROOT / "test-artifacts" / "browser"
@@ -120,15 +128,7 @@ def server(app, database_url, redis_conn, localstripe, world) -> Iterator[str]:
     web += ["--threads", "4", "app:create_app()"]
     base = f"http://127.0.0.1:{port}"
     with running(web, env) as gunicorn, running(worker_cmd(REDIS_URL), env) as worker:
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as r:  # noqa: S310
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_until(healthy, 30, "gunicorn /healthz", gunicorn)
+        wait_until(lambda: answers(f"{base}/healthz"), 30, "gunicorn /healthz", gunicorn)
         yield base
         assert "Traceback" not in gunicorn.output(), gunicorn.output()
         assert "Traceback" not in worker.output(), worker.output()

@@ -8,7 +8,6 @@ confirms, and sees the cancelled page; the slot goes back to the recovery loop.
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -19,7 +18,16 @@ from recovery.db import utcnow
 from recovery.models import Appointment, Message, Refund, SlotOpening
 from tests import factories as f
 from tests.conftest import REDIS_URL
-from tests.processes import BIN, ROOT, free_port, process_env, running, wait_until, worker_cmd
+from tests.processes import (
+    BIN,
+    ROOT,
+    answers,
+    free_port,
+    process_env,
+    running,
+    wait_until,
+    worker_cmd,
+)
 from tests.test_browser_recovery import CHROMIUM, CHROMIUM_ARGS
 
 SHOTS = ROOT / "test-artifacts" / "manage"
@@ -58,15 +66,9 @@ def server(app, database_url, redis_conn, booking) -> Iterator[str]:
     web = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1"]
     web += ["--threads", "4", "app:create_app()"]
     with running(web, env) as gunicorn, running(worker_cmd(REDIS_URL), env) as worker:
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_until(healthy, 30, "gunicorn /healthz", gunicorn)
+        wait_until(
+            lambda: answers(f"http://127.0.0.1:{port}/healthz"), 30, "gunicorn /healthz", gunicorn
+        )
         yield f"http://127.0.0.1:{port}"
         assert "Traceback" not in gunicorn.output(), gunicorn.output()
         assert "Traceback" not in worker.output(), worker.output()

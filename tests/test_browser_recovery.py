@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +21,16 @@ from recovery.db import utcnow
 from recovery.models import Appointment, Message, SlotOpening
 from tests import factories as f
 from tests.conftest import REDIS_URL
-from tests.processes import BIN, ROOT, free_port, process_env, running, wait_until, worker_cmd
+from tests.processes import (
+    BIN,
+    ROOT,
+    answers,
+    free_port,
+    process_env,
+    running,
+    wait_until,
+    worker_cmd,
+)
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -84,15 +92,9 @@ def server(app, database_url, redis_conn, shop_world) -> Iterator[str]:
     ]
     base = f"http://127.0.0.1:{port}"
     with running(web, env) as gunicorn, running(WORKER, env) as worker:
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_until(healthy, 30, "gunicorn /healthz", gunicorn)
+        wait_until(
+            lambda: answers(f"http://127.0.0.1:{port}/healthz"), 30, "gunicorn /healthz", gunicorn
+        )
         yield base
         assert "Traceback" not in gunicorn.output(), gunicorn.output()
         assert "Traceback" not in worker.output(), worker.output()

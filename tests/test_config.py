@@ -67,3 +67,13 @@ def test_embedded_default_needs_nothing(tmp_path: Path):
 def test_unknown_app_env_is_refused(tmp_path: Path):
     with pytest.raises(ConfigError, match="APP_ENV"):
         from_environment({"APP_ENV": "staging"}, tmp_path)
+
+
+def test_sweep_interval_defaults_to_a_minute_and_must_be_whole_seconds(tmp_path: Path):
+    assert from_environment({}, tmp_path)["SWEEP_INTERVAL_SECONDS"] == 60
+    assert (
+        from_environment({"SWEEP_INTERVAL_SECONDS": "2"}, tmp_path)["SWEEP_INTERVAL_SECONDS"] == 2
+    )
+    for bad in ("0", "-5", "1.5", "soon"):
+        with pytest.raises(ConfigError, match="SWEEP_INTERVAL_SECONDS"):
+            from_environment({"SWEEP_INTERVAL_SECONDS": bad}, tmp_path)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
+import requests
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
@@ -146,3 +148,57 @@ def test_wait_for_and_reset(fake: FakeTwilio, client: Client) -> None:
     assert fake.messages == []
     with pytest.raises(TimeoutError):
         fake.wait_for(1, timeout=0.05)
+
+
+def test_list_filters_by_to_and_from_newest_first(fake: FakeTwilio, client: Client) -> None:
+    other = "+447700900999"
+    sids = [
+        client.messages.create(to=to, from_=FROM, body=f"n{i}").sid
+        for i, to in enumerate([TO, other, TO])
+    ]
+    client.messages.create(to=TO, from_="+15005550001", body="another sender")
+
+    listed = client.messages.list(to=TO, from_=FROM)
+
+    assert [m.sid for m in listed] == [sids[2], sids[0]]
+    assert [m.body for m in listed] == ["n2", "n0"]
+    assert all(m.direction == "outbound-api" and m.date_created is not None for m in listed)
+    assert fake.lookups == 1
+
+
+def test_list_pages_through_the_sdk(fake: FakeTwilio, client: Client) -> None:
+    for i in range(5):
+        client.messages.create(to=TO, from_=FROM, body=f"n{i}")
+    streamed = list(client.messages.stream(to=TO, page_size=2))
+    assert [m.body for m in streamed] == ["n4", "n3", "n2", "n1", "n0"]
+    assert fake.lookups == 3  # three pages of two
+    assert [m.body for m in client.messages.list(to=TO, limit=3)] == ["n4", "n3", "n2"]
+
+
+def test_date_sent_filter_and_fetch(fake: FakeTwilio, client: Client) -> None:
+    message = client.messages.create(to=TO, from_=FROM, body="hi")
+    today = message.date_created
+    assert [m.sid for m in client.messages.list(date_sent_after=today)] == [message.sid]
+    assert client.messages.list(date_sent_before=today - timedelta(days=1)) == []
+    fetched = client.messages(message.sid).fetch()
+    assert (fetched.sid, fetched.status, fetched.body) == (message.sid, "sent", "hi")
+
+
+def test_answer_late_accepts_then_times_the_client_out(fake: FakeTwilio) -> None:
+    impatient = twilio_client(fake, timeout=0.2)
+    fake.answer_late(2.0)
+    try:
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            impatient.messages.create(to=TO, from_=FROM, body="late")
+        assert [m["body"] for m in fake.messages] == ["late"]  # accepted all the same
+        # Only that one is late: the next is answered at once.
+        assert impatient.messages.create(to=TO, from_=FROM, body="on time").sid
+    finally:
+        impatient.http_client.session.close()  # type: ignore[attr-defined]
+
+
+def test_hang_up_after_accept(fake: FakeTwilio, client: Client) -> None:
+    fake.hang_up_after_accept()
+    with pytest.raises(requests.exceptions.ConnectionError):
+        client.messages.create(to=TO, from_=FROM, body="cut off")
+    assert [m["body"] for m in fake.messages] == ["cut off"]

@@ -61,6 +61,7 @@ class Lane:
     chair_id: int
     service_id: int
     owner_id: int
+    number: str  # the shop's own sender number: where its customers' replies go
 
 
 @dataclass
@@ -83,14 +84,16 @@ def lanes(app, committed, recorder) -> list[Lane]:
         shop = f.shop(committed, cooldown_hours=0, offer_ttl_minutes=15)
         chair, service = f.resource(committed, shop), f.service(committed, shop)
         owner = f.customer(committed, shop, name="Owner")
-        made.append(Lane(shop, chair.id, service.id, owner.id))
+        made.append(Lane(shop, chair.id, service.id, owner.id, shop.sms_from_number))
     committed.commit()
     return made
 
 
-def post_yes(app, phone: str, sid: str | None = None, body: str = "YES") -> Callable[[], str]:
+def post_yes(
+    app, lane: Lane, phone: str, sid: str | None = None, body: str = "YES"
+) -> Callable[[], str]:
     def call() -> str:
-        response = signed_post(app.test_client(), body, phone, sid=sid)
+        response = signed_post(app.test_client(), body, phone, to=lane.number, sid=sid)
         assert response.status_code == 200, response.data
         return reply_text(response)
 
@@ -137,15 +140,15 @@ def set_up(app, session, lane: Lane, kind: str, batch: int) -> Trial:
         )
         trial.offer_id = f.offer(session, opening, a).id
         trial.calls = [
-            ("a", post_yes(app, a.phone)),
-            ("a", post_yes(app, a.phone, body="yes please")),
-            ("b", post_yes(app, b.phone)),
-            ("c", post_yes(app, c.phone)),
+            ("a", post_yes(app, lane, a.phone)),
+            ("a", post_yes(app, lane, a.phone, body="yes please")),
+            ("b", post_yes(app, lane, b.phone)),
+            ("c", post_yes(app, lane, c.phone)),
         ]
     elif kind == "redelivery":
         trial.offer_id = f.offer(session, opening, a).id
         sid = new_sid()
-        trial.calls = [("a", post_yes(app, a.phone, sid)) for _ in range(3)]
+        trial.calls = [("a", post_yes(app, lane, a.phone, sid)) for _ in range(3)]
     elif kind == "expiry":
         trial.offer_id = f.offer(session, opening, a).id  # its expiry is set just before the race
     else:  # payment_failure: A already won and holds the slot, awaiting payment
@@ -153,8 +156,8 @@ def set_up(app, session, lane: Lane, kind: str, batch: int) -> Trial:
         trial.offer_id = offer.id
         trial.payment_id = accepting.accept_offer(session, offer.id, now).payment.id
         trial.calls = [
-            ("a", post_yes(app, a.phone)),
-            ("b", post_yes(app, b.phone)),
+            ("a", post_yes(app, lane, a.phone)),
+            ("b", post_yes(app, lane, b.phone)),
             ("payment", fail_payment(app, trial.payment_id)),
         ]
     return trial
@@ -179,7 +182,7 @@ def arm_expiry_races(app, session, trials: list[Trial]) -> None:
         session.execute(
             update(SlotOffer).where(SlotOffer.id == trial.offer_id).values(expires_at=due)
         )
-        say_yes = post_yes(app, trial.phones["a"])
+        say_yes = post_yes(app, trial.lane, trial.phones["a"])
 
         def expire_when_due(offer_id=trial.offer_id, due=due) -> str:
             time.sleep(max(0.0, (due - utcnow()).total_seconds()))

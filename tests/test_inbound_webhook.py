@@ -10,7 +10,7 @@ from recovery.messaging.outbox import deliver
 from recovery.models import Customer, Message, OfferStatus, OpeningStatus, SlotOffer
 from recovery.offers import offering, openings
 from tests import factories as f
-from tests.scenario import scene
+from tests.scenario import scene, send_texts
 from tests.twilio_signing import AUTH_TOKEN, SHOP_NUMBER, new_sid, reply_text, signed_post
 
 
@@ -220,6 +220,7 @@ def test_yes_without_any_offer(client, session, offered):
 
 def test_yes_to_an_expired_offer_says_so(client, session, offered, clock):
     s, _, _ = offered
+    send_texts(session)  # its time to answer starts when the text is accepted
     clock.advance(minutes=16)
     assert "expired" in reply_text(signed_post(client, "YES", s.customers[0].phone))
 

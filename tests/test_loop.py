@@ -17,7 +17,7 @@ from recovery.models import (
 )
 from recovery.offers import accepting, offering, openings
 from tests import factories as f
-from tests.scenario import scene
+from tests.scenario import scene, send_texts
 
 
 def count(session, model, *where) -> int:
@@ -122,6 +122,7 @@ def test_offer_next_is_idempotent_while_an_offer_is_live(session, s, clock):
 def test_expiry_moves_to_the_next_customer(session, s, clock):
     opening = cancel(session, s, clock).opening
     offering.offer_next(session, opening.id, now=clock.now)
+    send_texts(session)
     first = session.scalar(select(SlotOffer))
     assert offering.expire_offer(session, first.id, now=clock.now) == "not due yet"
     clock.advance(minutes=15)
@@ -135,6 +136,7 @@ def test_no_one_left_expires_the_opening(session, clock):
     s = scene(session, clock.now, n_customers=1)
     opening = cancel(session, s, clock).opening
     offering.offer_next(session, opening.id, now=clock.now)
+    send_texts(session)
     clock.advance(minutes=16)
     offering.expire_offer(session, openings.live_offer(session, opening.id).id, now=clock.now)
     assert opening.status == OpeningStatus.EXPIRED
@@ -202,6 +204,7 @@ def test_accepting_twice_is_answered_not_repeated(session, s, clock):
 def test_a_yes_after_expires_at_loses_even_before_the_expiry_job(session, s, clock):
     opening = cancel(session, s, clock).opening
     offering.offer_next(session, opening.id, now=clock.now)
+    send_texts(session)
     offer = openings.live_offer(session, opening.id)
     clock.advance(minutes=15)
     assert accepting.accept_offer(session, offer.id, now=clock.now).outcome is (

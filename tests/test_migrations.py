@@ -69,3 +69,27 @@ def test_sqlite_embedded_database_migrates_and_seeds_once(make_app, tmp_path):
         appointments = db.session.scalar(select(db.func.count()).select_from(Appointment))
         assert appointments >= 30
         db.session.remove()
+
+
+def test_0009_refuses_two_shops_with_one_own_number(empty_pg_app, capfd):
+    """The unique sender index cannot be built over shops that share an own number; the
+    migration names them instead of choosing which shop keeps it."""
+    from tests import factories as f
+
+    with empty_pg_app.app_context():
+        upgrade(revision="0008")
+        for name in ("First", "Second"):
+            f.shop(db.session, name=name, sms_from_number="+447700800055")
+        db.session.commit()
+        db.session.remove()
+        with pytest.raises(SystemExit):  # flask_migrate logs the error, then exits
+            upgrade()
+        assert "same own SMS sender number (+447700800055: shops 1, 2)" in capfd.readouterr().err
+        db.session.execute(text("UPDATE shops SET sms_from_number = NULL WHERE id = 2"))
+        db.session.commit()
+        db.session.remove()
+        upgrade()
+        assert db.session.scalar(
+            text("SELECT indexname FROM pg_indexes WHERE indexname = 'uq_shops_sms_from_number'")
+        )
+        db.session.remove()

@@ -1,4 +1,4 @@
-"""The Procfile's processes, started for real: rqscheduler + rq worker, and honcho."""
+"""The Procfile's processes, started for real: rq-scheduler + rq worker, and honcho."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from tests.conftest import REDIS_URL
 from tests.processes import BIN, free_port, process_env, running, wait_until, worker_cmd
 
 WORKER = worker_cmd(REDIS_URL)
-SCHEDULER = [str(BIN / "rqscheduler"), "--url", REDIS_URL, "--interval", "1"]
+RQSCHEDULER = [str(BIN / "rqscheduler"), "--url", REDIS_URL, "--interval", "1"]
+# The Procfile's scheduler: rq-scheduler's loop, keeping the periodic jobs registered.
+SCHEDULER = [str(BIN / "flask"), "--app", "app", "jobs", "scheduler", "--interval", "1"]
 
 
 def periodic_ids(redis_conn) -> list[str]:
@@ -27,8 +29,8 @@ def test_rqscheduler_and_rq_worker_run_a_job_at_its_time(app, database_url, redi
     """rq-scheduler 0.14 works with the pinned RQ: a job scheduled for T runs at T."""
     env = process_env(database_url, REDIS_URL)
     due = datetime.now(UTC) + timedelta(seconds=2)
-    Scheduler(connection=redis_conn).enqueue_at(due, "jobs.tasks.heartbeat")
-    with running(SCHEDULER, env) as scheduler, running(WORKER, env) as worker:
+    Scheduler(connection=redis_conn).enqueue_at(due, "jobs.tasks.sweep")
+    with running(RQSCHEDULER, env) as scheduler, running(WORKER, env) as worker:
         stamp = wait_until(lambda: redis_conn.get(HEARTBEAT_KEY), 30, "the scheduled job", worker)
         ran_at = datetime.fromisoformat(stamp.decode())
         # rq-scheduler keeps times in whole seconds (utils.to_unix drops the fraction).
@@ -39,7 +41,7 @@ def test_registering_the_schedule_again_never_duplicates(app, database_url, redi
     env = process_env(database_url, REDIS_URL)
     register = [str(BIN / "flask"), "--app", "app", "jobs", "register"]
     wanted = sorted(p.job_id for p in SCHEDULE)
-    for _ in range(3):  # three scheduler starts, each registering first (as the Procfile does)
+    for _ in range(3):  # three releases and scheduler starts, each registering the schedule
         with running(register, env) as reg:
             reg.popen.wait(60)
             assert reg.popen.returncode == 0, reg.output()
@@ -58,11 +60,32 @@ def test_a_removed_periodic_job_is_cancelled(app, redis_conn):
     from jobs.schedule import Periodic, register
 
     scheduler = Scheduler(connection=redis_conn)
-    old = Periodic("old", "jobs.tasks.heartbeat", interval_seconds=60, timeout_seconds=5)
+    old = Periodic("old", "jobs.tasks.sweep", interval_seconds=60, timeout_seconds=5)
     register(scheduler, (*SCHEDULE, old))
     assert PREFIX + "old" in periodic_ids(redis_conn)
     register(scheduler)
     assert periodic_ids(redis_conn) == sorted(p.job_id for p in SCHEDULE)
+
+
+def test_each_pass_of_the_scheduler_puts_back_only_what_redis_lost(app, redis_conn):
+    from rq.job import Job
+
+    from jobs.schedule import PeriodicScheduler, register, restore_missing
+
+    scheduler = PeriodicScheduler(SCHEDULE, connection=redis_conn)
+    register(scheduler, SCHEDULE)
+    scheduled = redis_conn.zrange(scheduler.scheduled_jobs_key, 0, -1, withscores=True)
+    assert restore_missing(scheduler, SCHEDULE) == []  # nothing lost: nothing moved
+    assert redis_conn.zrange(scheduler.scheduled_jobs_key, 0, -1, withscores=True) == scheduled
+
+    redis_conn.delete(Job.key_for(PREFIX + "sweep"))  # one job's hash evicted
+    assert restore_missing(scheduler, SCHEDULE) == [PREFIX + "sweep"]
+
+    redis_conn.flushdb()  # everything lost: the next pass registers and queues them all
+    scheduler.enqueue_jobs()
+    assert periodic_ids(redis_conn) == sorted(p.job_id for p in SCHEDULE)
+    queued = redis_conn.lrange("rq:queue:default", 0, -1)
+    assert sorted(q.decode() for q in queued) == sorted(p.job_id for p in SCHEDULE)
 
 
 def test_honcho_runs_all_four_processes(app, database_url, redis_conn):

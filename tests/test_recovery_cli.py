@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from recovery.effects import EffectKind
 from recovery.models import Message, OfferStatus, SlotOffer, SlotOpening
-from tests.scenario import scene
+from tests.scenario import scene, send_texts
 
 
 @pytest.fixture
@@ -106,6 +106,7 @@ def test_sweep_expires_a_due_offer_and_offers_the_next_customer(session, s, run,
     run("offer-next", opening.id)
     first = session.scalar(select(SlotOffer))
     assert first.customer_id == s.customers[0].id
+    send_texts(session)  # a running server's send job: the time to answer starts
 
     clock.advance(minutes=16)
     result = run("sweep")

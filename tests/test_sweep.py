@@ -105,3 +105,24 @@ def test_sweep_requeues_a_message_a_crash_left_queued(app, committed, recorder):
     recorder.clear()
     tasks.sweep()
     assert [e.args for e in recorder.of_kind(EffectKind.SEND_MESSAGE)] == [(message.id,)]
+
+
+def test_sweep_asks_the_send_job_to_reconcile_a_message_left_sending(app, committed, recorder):
+    """An attempt timed out or died after claiming the text: the sweep neither re-queues it
+    nor leaves it; it asks the send job, which looks it up at the provider first."""
+    from recovery.effects import EffectKind
+    from recovery.messaging.outbox import Purpose, claim, queue_sms
+
+    shop = f.shop(committed)
+    customer = f.customer(committed, shop)
+    stuck = queue_sms(committed, shop, customer, "hello", Purpose.OFFER)
+    fresh = queue_sms(committed, shop, customer, "again", Purpose.OFFER)
+    committed.commit()
+    claim(committed, stuck.id, utcnow() - timedelta(minutes=2))
+    claim(committed, fresh.id, utcnow())  # an attempt in flight right now: left to it
+    committed.commit()
+    recorder.clear()
+    tasks.sweep()
+    assert [e.args for e in recorder.of_kind(EffectKind.SEND_MESSAGE)] == [(stuck.id,)]
+    committed.expire_all()
+    assert committed.get(Message, stuck.id).status == "sending"

@@ -8,7 +8,6 @@ clock; moving the clock moves the 30-second time steps.
 from __future__ import annotations
 
 import re
-import urllib.request
 from collections.abc import Iterator
 
 import pyotp
@@ -31,7 +30,7 @@ from tests.admin_support import (
     settings_form,
 )
 from tests.conftest import REDIS_URL
-from tests.processes import BIN, ROOT, free_port, process_env, running, wait_until
+from tests.processes import BIN, ROOT, answers, free_port, process_env, running, wait_until
 from tests.test_browser_recovery import CHROMIUM, CHROMIUM_ARGS
 
 SECRET_RE = re.compile(r'data-testid="secret">([A-Z2-7 ]+)<')
@@ -506,15 +505,9 @@ def served(app, database_url, redis_conn, committed) -> Iterator[tuple[str, str]
     web = [str(BIN / "gunicorn"), "--bind", f"127.0.0.1:{port}", "--workers", "1"]
     web += ["--threads", "2", "app:create_app()"]
     with running(web, process_env(database_url, REDIS_URL)) as gunicorn:
-
-        def healthy() -> bool:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_until(healthy, 30, "gunicorn /healthz", gunicorn)
+        wait_until(
+            lambda: answers(f"http://127.0.0.1:{port}/healthz"), 30, "gunicorn /healthz", gunicorn
+        )
         yield f"http://127.0.0.1:{port}", staff.email
         assert "Traceback" not in gunicorn.output(), gunicorn.output()
 

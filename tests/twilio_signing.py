@@ -7,7 +7,7 @@ import itertools
 from twilio.request_validator import RequestValidator
 
 AUTH_TOKEN = "test-twilio-token"
-SHOP_NUMBER = "+447700900000"  # factories.shop() gives shops this sender number
+SHOP_NUMBER = "+447700900000"  # factories.shop() gives the first shop this sender number
 _sids = itertools.count(1)
 
 

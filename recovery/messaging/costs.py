@@ -3,8 +3,9 @@
 Counted: outbound texts the provider accepted, since that is what the provider bills:
 ``sent`` and ``delivered``, and ``failed`` ones that carry a provider id (the carrier
 reported them undelivered after the provider took them). Not counted: texts the shop
-receives (inbound), texts still ``queued``, ``suppressed`` ones (the number opted out
-before sending) and ``failed`` ones the provider refused outright (no provider id).
+receives (inbound), texts still ``queued`` or ``sending``, ``suppressed`` ones (the number
+opted out before sending), ``cancelled`` ones (their offer ended before they went out) and
+``failed`` ones the provider refused outright (no provider id).
 """
 
 from __future__ import annotations

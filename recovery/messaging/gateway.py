@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
+import requests
 from flask import Flask
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
+from urllib3.exceptions import NewConnectionError
 
 from recovery.messaging.gsm import segments
 
@@ -28,10 +31,17 @@ def estimated_cost_minor(text: str, currency: str) -> int:
 class SentSms:
     sid: str
     status: str
+    accepted_at: datetime | None = None  # the provider's creation time, when it says
 
 
 class TemporarySendError(RuntimeError):
-    """The provider may accept the same message later: retry with backoff."""
+    """The provider did not take the message, and may take it later: retry with backoff."""
+
+
+class UncertainSendError(TemporarySendError):
+    """The request may have reached the provider (a read timeout, a connection lost after
+    it was sent): the provider may have accepted the message. Look it up (``find``)
+    before sending it again."""
 
 
 class PermanentSendError(RuntimeError):
@@ -43,6 +53,12 @@ class SmsSender(Protocol):
 
     def send(self, to: str, from_: str, body: str) -> SentSms: ...
 
+    def find(self, to: str, from_: str, body: str, since: datetime) -> list[SentSms]:
+        """Messages the provider accepted from ``from_`` to ``to`` with this ``body``,
+        created at ``since`` or later, newest first. Raises ``TemporarySendError`` when
+        the provider cannot be asked now."""
+        ...
+
 
 class SandboxSender:
     """The embedded default: messages stay in the outbox (the messages table)."""
@@ -52,12 +68,37 @@ class SandboxSender:
     def send(self, to: str, from_: str, body: str) -> SentSms:
         return SentSms(sid="SB" + uuid.uuid4().hex, status="sent")
 
+    def find(self, to: str, from_: str, body: str, since: datetime) -> list[SentSms]:
+        return []  # a sandbox send never ends unclear
+
+
+# Clear refusals the provider gives before taking a message: too many requests, or down.
+# Any other 5xx (an edge proxy's 502 or 504, a 500) may come after Twilio took it.
+NOT_TAKEN_STATUSES = (429, 503)
+LOOKUP_LIMIT = 100  # the newest messages of one sender to one phone that a lookup reads
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """True when no connection to the provider was made, so the request never left."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    if isinstance(exc, requests.exceptions.ConnectionError) and exc.args:
+        # requests wraps urllib3's MaxRetryError, whose reason says what failed.
+        return isinstance(getattr(exc.args[0], "reason", None), NewConnectionError)
+    return False
+
 
 class TwilioSender:
     name = "twilio"
 
-    def __init__(self, account_sid: str, auth_token: str, api_base_url: str | None = None):
-        self.client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=10))
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        api_base_url: str | None = None,
+        timeout: float = 10,
+    ):
+        self.client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
         if api_base_url:
             # Tests and benchmarks: the Api domain's host lives only in base_url. An edge or
             # region would rewrite the host, so clear them.
@@ -68,21 +109,41 @@ class TwilioSender:
         try:
             message = self.client.messages.create(to=to, from_=from_, body=body)
         except TwilioRestException as exc:
-            # 429 and 5xx are the provider's trouble; other 4xx are about this message.
-            if exc.status == 429 or exc.status >= 500:
+            if exc.status in NOT_TAKEN_STATUSES:
                 raise TemporarySendError(f"Twilio {exc.status}: {exc.msg}") from exc
+            if exc.status >= 500:
+                raise UncertainSendError(f"Twilio {exc.status}: {exc.msg}") from exc
+            # Other 4xx are about this message: it will never be taken.
             raise PermanentSendError(f"Twilio {exc.status} ({exc.code}): {exc.msg}") from exc
-        except (TwilioException, OSError) as exc:
-            raise TemporarySendError(f"Twilio unreachable: {exc}") from exc
+        except (TwilioException, OSError) as exc:  # requests' errors are OSErrors
+            if _never_connected(exc):
+                raise TemporarySendError(f"Twilio unreachable: {exc}") from exc
+            raise UncertainSendError(f"Twilio did not answer: {exc}") from exc
         return SentSms(sid=message.sid, status=message.status or "queued")
 
+    def find(self, to: str, from_: str, body: str, since: datetime) -> list[SentSms]:
+        # By recipient and sender only: a message Twilio holds in its queue has no
+        # DateSent yet, so a DateSent filter would miss exactly the texts we look for.
+        # Twilio lists the newest first; a trial account prefixes the body it stores.
+        try:
+            return [
+                SentSms(sid=m.sid, status=m.status or "queued", accepted_at=m.date_created)
+                for m in self.client.messages.stream(to=to, from_=from_, limit=LOOKUP_LIMIT)
+                if m.direction == "outbound-api"
+                and (m.body or "").endswith(body)
+                and m.date_created is not None
+                and m.date_created >= since
+            ]
+        except (TwilioException, OSError) as exc:
+            raise TemporarySendError(f"Twilio lookup failed: {exc}") from exc
 
-_EXTENSION = "recovery.sms_sender"
+
+SENDER_EXTENSION = "recovery.sms_sender"  # app.extensions key of the app's one sender
 
 
 def sender_for(app: Flask) -> SmsSender:
     """Twilio when configured, else the sandbox; one sender per app."""
-    sender = app.extensions.get(_EXTENSION)
+    sender = app.extensions.get(SENDER_EXTENSION)
     if sender is None:
         cfg = app.config
         if cfg.get("TWILIO_ACCOUNT_SID") and cfg.get("TWILIO_AUTH_TOKEN"):
@@ -91,7 +152,7 @@ def sender_for(app: Flask) -> SmsSender:
             )
         else:
             sender = SandboxSender()
-        app.extensions[_EXTENSION] = sender
+        app.extensions[SENDER_EXTENSION] = sender
     return sender
 
 

@@ -69,11 +69,11 @@ def accept_offer(session: Session, offer_id: int, now: datetime | None = None) -
     if opening.status == OpeningStatus.EXPIRED and opening.outcome_note == BLOCKED_NOTE:
         # Withdrawn for a block: the slot is gone, not passed on to someone else.
         return Acceptance(AcceptOutcome.TAKEN)
-    if offer.status == OfferStatus.EXPIRED or (
-        offer.status == OfferStatus.SENT and offer.expires_at <= now
-    ):
-        if offer.status == OfferStatus.SENT:  # due, and the expiry job has not run yet
-            expire_offer(session, offer.id, now)
+    if offer.status == OfferStatus.SENT and offer.expires_at <= now:
+        # Due, and the expiry job has not run yet. It may find the time to answer runs
+        # longer (it starts when the text was accepted), and leave the offer live.
+        expire_offer(session, offer.id, now)
+    if offer.status == OfferStatus.EXPIRED:
         return Acceptance(AcceptOutcome.EXPIRED)
     if offer.status != OfferStatus.SENT or opening.status != OpeningStatus.OPEN:
         if opening.status == OpeningStatus.OPEN:  # they said NO, or their hold was released

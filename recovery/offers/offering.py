@@ -1,8 +1,11 @@
 """Offering an opening to one customer at a time, and moving on.
 
-An offer lives ``offer_ttl_minutes``; its expiry runs as an exact-time job (the sweep is
-the safety net). An expired or declined offer passes the opening to the next eligible
-customer at once; nobody left, or too close to the start, expires the opening.
+An offer lives ``offer_ttl_minutes`` from the moment the provider accepts its text (not
+from when it was queued: a slow queue must not eat the customer's time to answer); its
+expiry runs as an exact-time job (the sweep is the safety net). While the text still
+waits to be sent, the offer does not expire. An expired or declined offer passes the
+opening to the next eligible customer at once; nobody left, or too close to the start,
+expires the opening.
 
 Offers wait out the shop's quiet hours: the next offer is asked for at their end (an
 exact-time job), unless that end leaves less than the shop's lead time before the start.
@@ -14,6 +17,7 @@ import enum
 import logging
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recovery import effects
@@ -23,7 +27,15 @@ from recovery.effects import EffectKind
 from recovery.messaging import texts
 from recovery.messaging.outbox import Purpose, queue_sms, sender_number
 from recovery.messaging.quiet_hours import quiet_until
-from recovery.models import Customer, OfferStatus, OpeningStatus, SlotOffer, SlotOpening
+from recovery.models import (
+    Customer,
+    Message,
+    MessageStatus,
+    OfferStatus,
+    OpeningStatus,
+    SlotOffer,
+    SlotOpening,
+)
 from recovery.offers.eligibility import next_eligible_customer
 from recovery.offers.locks import lock_opening, reload
 from recovery.offers.openings import held_booking, live_offer, mark_expired
@@ -108,8 +120,57 @@ def _create_offer(session: Session, opening: SlotOpening, customer: Customer, no
     )
 
 
-def expire_offer(session: Session, offer_id: int, now: datetime | None = None) -> str:
-    """The offer's time is up: mark it expired and offer the next customer at once."""
+def _ttl(opening: SlotOpening) -> timedelta:
+    return timedelta(minutes=opening.shop.offer_ttl_minutes)
+
+
+def _answer_deadline(session: Session, offer: SlotOffer) -> datetime | None:
+    """When the customer's time to answer ends: the offer's lifetime from the provider's
+    acceptance of its text. None while the text still waits to be sent. An offer whose
+    text never went out (suppressed, cancelled, refused) keeps the deadline it has."""
+    text = session.scalar(
+        select(Message)
+        .where(Message.slot_offer_id == offer.id, Message.purpose == Purpose.OFFER)
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+    if text is None:
+        return offer.expires_at
+    if text.status in (MessageStatus.QUEUED, MessageStatus.SENDING):
+        return None
+    if text.sent_at is None:
+        return offer.expires_at
+    return text.sent_at + _ttl(offer.opening)
+
+
+def start_answer_window(session: Session, offer_id: int) -> str:
+    """The offer's text was accepted by the provider: its time to answer starts now, so
+    its expiry (and the exact-time job, moved by its stable id) follows."""
+    offer = session.get(SlotOffer, offer_id)
+    if offer is None:
+        return "no such offer"
+    lock_opening(session, offer.slot_opening_id)
+    offer = reload(session, SlotOffer, offer_id)
+    if offer.status != OfferStatus.SENT:
+        return f"offer already {offer.status}"
+    deadline = _answer_deadline(session, offer)
+    if deadline is None or deadline == offer.expires_at:
+        return "unchanged"
+    offer.expires_at = deadline
+    session.flush()
+    effects.request(session, EffectKind.EXPIRE_OFFER, offer.id, at=deadline)
+    return f"expires at {deadline.isoformat()}"
+
+
+def expire_offer(
+    session: Session, offer_id: int, now: datetime | None = None, cut_short: bool = False
+) -> str:
+    """The offer's time is up: mark it expired and offer the next customer at once.
+
+    The time is up only once the customer has had the offer's lifetime since its text was
+    accepted (``_answer_deadline``); while the text waits, the offer waits too, unless the
+    slot is now too close to its start to offer. Staff cutting it short (``cut_short``)
+    end it whatever its text."""
     now = now or utcnow()
     offer = session.get(SlotOffer, offer_id)
     if offer is None:
@@ -118,6 +179,16 @@ def expire_offer(session: Session, offer_id: int, now: datetime | None = None) -
     offer = reload(session, SlotOffer, offer_id)
     if offer.status != OfferStatus.SENT:
         return f"offer already {offer.status}"
+    if not cut_short:
+        deadline = _answer_deadline(session, offer)
+        lead = timedelta(minutes=opening.shop.min_lead_minutes)
+        if deadline is None and opening.starts_at - now >= lead:
+            # Its text is not out yet: look again one lifetime on (or when it is accepted).
+            offer.expires_at = max(offer.expires_at, now + _ttl(opening))
+            effects.request(session, EffectKind.EXPIRE_OFFER, offer.id, at=offer.expires_at)
+            return "waiting for its text to be sent"
+        if deadline is not None:
+            offer.expires_at = deadline
     if offer.expires_at > now:
         # Ran early (clock skew between machines): come back at the right time.
         effects.request(session, EffectKind.EXPIRE_OFFER, offer.id, at=offer.expires_at)
@@ -141,7 +212,7 @@ def expire_offer_now(session: Session, offer_id: int, now: datetime | None = Non
         return f"offer already {offer.status}"
     offer.expires_at = min(offer.expires_at, now)
     session.flush()
-    return expire_offer(session, offer.id, now)
+    return expire_offer(session, offer.id, now, cut_short=True)
 
 
 def retrigger(session: Session, opening_id: int, now: datetime | None = None) -> str:
