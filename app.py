@@ -29,6 +29,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # The embedded server's request log, like gunicorn's (gunicorn.conf.py), names the
+    # route of a customer link, never its token.
+    logging.getLogger("werkzeug").addFilter(_redact_link_tokens)
 
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config)
     db.init_app(app)
@@ -45,6 +48,14 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     _init_throttle(app)
     _init_cli(app)
     return app
+
+
+def _redact_link_tokens(record: logging.LogRecord) -> bool:
+    from recovery.links import redact_tokens
+
+    if isinstance(record.args, tuple):
+        record.args = tuple(redact_tokens(a) if isinstance(a, str) else a for a in record.args)
+    return True
 
 
 def _init_proxy(app: Flask) -> None:
@@ -118,7 +129,11 @@ def _init_blueprints(app: Flask) -> None:
     # forms check their own CSRF token instead (recovery/http/manage.py).
     csrf.exempt(manage_bp)
 
+    from recovery.http.limits import init_limits
     from recovery.http.security import init_security
+
+    # 413 for bodies over MAX_CONTENT_LENGTH, before anything reads them.
+    init_limits(app)
 
     # Security headers and the Content Security Policy on every response, static files
     # and errors included.

@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 from twilio.request_validator import RequestValidator
 
 from bench import data
-from bench.fake_provider import AUTH_TOKEN
+from bench.fake_provider import ACCOUNT_SID, AUTH_TOKEN
 from bench.stack import Stack
 from bench.stats import summary
 
@@ -83,7 +83,7 @@ def prepare(stack: Stack, app, rate: int, seconds: int) -> tuple[list[bytes], li
             sender, to = f"+4474{rng.randrange(10**8):08d}", shops[0].number
         params = {
             "MessageSid": f"SM{next(_sids):032x}",
-            "AccountSid": "ACbench",
+            "AccountSid": ACCOUNT_SID,
             "From": sender,
             "To": to,
             "Body": {"YES": "Yes", "NO": "no", "HELP": "HELP", "UNKNOWN": "hello?"}[kind],
@@ -130,6 +130,7 @@ def warm_up(stack: Stack, rate: int = 20, seconds: int = 5) -> None:
             stack,
             {
                 "MessageSid": f"SM{next(_sids):032x}",
+                "AccountSid": ACCOUNT_SID,
                 "From": f"+4474{i:08d}",
                 "To": "+447700900000",
                 "Body": "HELP",

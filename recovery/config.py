@@ -25,7 +25,8 @@ VARIABLES: dict[str, str] = {
     "STRIPE_SECRET_KEY": "Stripe secret key; without it payments use the sandbox gateway",
     "STRIPE_WEBHOOK_SECRET": "Stripe webhook signing secret (whsec_...)",
     "STRIPE_PUBLISHABLE_KEY": "Stripe publishable key (pk_...) for the payment page's card form",
-    "PUBLIC_BASE_URL": "public https URL of the web process, for links and signature checks",
+    "PUBLIC_BASE_URL": "public https URL of the web process, for links and signature checks; "
+    "required in production",
     "TWILIO_API_BASE_URL": "testing only: send Twilio REST calls to a local fake server",
     "STRIPE_API_BASE_URL": "testing only: send Stripe API calls to a local fake server",
     "GOOGLE_CLIENT_ID": "Google OAuth client id; with the secret and keys, staff connect calendars",
@@ -52,7 +53,12 @@ REQUIRED_IN_PRODUCTION = (
     "STRIPE_SECRET_KEY",
     "STRIPE_WEBHOOK_SECRET",
     "STRIPE_PUBLISHABLE_KEY",
+    "PUBLIC_BASE_URL",
 )
+
+# Request bodies above this are refused with 413 before they are read: webhooks and forms
+# are small, and an unbounded body would grow a web process by its size.
+MAX_CONTENT_LENGTH = 1024 * 1024
 
 
 class ConfigError(RuntimeError):
@@ -132,6 +138,13 @@ def from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
                 "Refusing to start in production: missing environment variable(s): "
                 + ", ".join(missing)
             )
+        # Customers' pay and manage links and the Twilio signature check use it, so it
+        # must be the real public https address, never a guess from request headers.
+        if not (_text(environ, "PUBLIC_BASE_URL") or "").lower().startswith("https://"):
+            raise ConfigError(
+                "Refusing to start in production: PUBLIC_BASE_URL must be the public "
+                "https:// address of the web process"
+            )
 
     idle_minutes = _positive_whole(environ, "STAFF_IDLE_MINUTES", 12 * 60)
     database_url = _text(environ, "DATABASE_URL")
@@ -172,6 +185,7 @@ def from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
         # The periodic sweep's interval; /healthz counts the sweep as stopped after three
         # intervals without one (tests shorten it to watch a lost schedule come back).
         "SWEEP_INTERVAL_SECONDS": _positive_whole(environ, "SWEEP_INTERVAL_SECONDS", 60, "seconds"),
+        "MAX_CONTENT_LENGTH": MAX_CONTENT_LENGTH,
         "SESSION_COOKIE_SECURE": production,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -16,6 +16,7 @@ FULL_PRODUCTION = {
     "STRIPE_SECRET_KEY": "sk_live_x",
     "STRIPE_WEBHOOK_SECRET": "whsec_x",
     "STRIPE_PUBLISHABLE_KEY": "pk_live_x",
+    "PUBLIC_BASE_URL": "https://slots.example.com",
 }
 
 
@@ -77,3 +78,14 @@ def test_sweep_interval_defaults_to_a_minute_and_must_be_whole_seconds(tmp_path:
     for bad in ("0", "-5", "1.5", "soon"):
         with pytest.raises(ConfigError, match="SWEEP_INTERVAL_SECONDS"):
             from_environment({"SWEEP_INTERVAL_SECONDS": bad}, tmp_path)
+
+
+@pytest.mark.parametrize("url", ["http://slots.example.com", "slots.example.com", "ftp://x"])
+def test_production_refuses_a_public_url_that_is_not_https(tmp_path: Path, url: str):
+    """Customers' pay and manage links are built from it: never plain http or a guess."""
+    with pytest.raises(ConfigError, match="PUBLIC_BASE_URL must be the public https://"):
+        from_environment(FULL_PRODUCTION | {"PUBLIC_BASE_URL": url}, tmp_path)
+
+
+def test_bodies_are_bounded_to_one_megabyte(tmp_path: Path):
+    assert from_environment(FULL_PRODUCTION, tmp_path)["MAX_CONTENT_LENGTH"] == 1024 * 1024

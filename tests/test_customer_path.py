@@ -224,7 +224,13 @@ def test_book_pay_remind_self_cancel_and_the_slot_is_rebooked(
     offer = bea.wait_for("Reply YES")
     assert "A slot opened" in offer
     url = f"{base}/webhooks/twilio/sms"
-    params = {"MessageSid": new_sid(), "From": w["bea"].phone, "To": SHOP_NUMBER, "Body": "YES"}
+    params = {
+        "MessageSid": new_sid(),
+        "AccountSid": fake_twilio.account_sid,
+        "From": w["bea"].phone,
+        "To": SHOP_NUMBER,
+        "Body": "YES",
+    }
     signature = RequestValidator(fake_twilio.auth_token).compute_signature(url, params)
     answer = requests.post(url, data=params, headers={"X-Twilio-Signature": signature}, timeout=10)
     assert answer.status_code == 200

@@ -337,7 +337,13 @@ def test_postgres_restarted_under_a_running_service_recovers_by_itself(private_d
         ]
 
         def sms(body: str, sid: str):
-            params = {"MessageSid": sid, "From": seeded["phone"], "To": SHOP_NUMBER, "Body": body}
+            params = {
+                "MessageSid": sid,
+                "AccountSid": fake.account_sid,
+                "From": seeded["phone"],
+                "To": SHOP_NUMBER,
+                "Body": body,
+            }
             return post_signed_http(base, "/webhooks/twilio/sms", params, fake.auth_token)
 
         with running(web_cmd, env) as web, running(WORKER, env) as worker:

@@ -26,7 +26,14 @@ from recovery.models import (
 )
 from recovery.offers import offering, openings
 from tests.scenario import scene
-from tests.twilio_signing import AUTH_TOKEN, SHOP_NUMBER, new_sid, reply_text, signed_post
+from tests.twilio_signing import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    SHOP_NUMBER,
+    new_sid,
+    reply_text,
+    signed_post,
+)
 
 URL = "http://localhost/webhooks/twilio"
 UNKNOWN = "+447911999999"
@@ -150,7 +157,7 @@ def test_no_delivered_three_times_passes_the_slot_on_once(client, session, offer
 
 
 def post_status(client, sid: str, status: str, **extra):
-    params = {"MessageSid": sid, "MessageStatus": status, **extra}
+    params = {"MessageSid": sid, "AccountSid": ACCOUNT_SID, "MessageStatus": status, **extra}
     signature = RequestValidator(AUTH_TOKEN).compute_signature(f"{URL}/status", params)
     return client.post(
         "/webhooks/twilio/status", data=params, headers={"X-Twilio-Signature": signature}

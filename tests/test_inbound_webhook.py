@@ -11,7 +11,14 @@ from recovery.models import Customer, Message, OfferStatus, OpeningStatus, SlotO
 from recovery.offers import offering, openings
 from tests import factories as f
 from tests.scenario import scene, send_texts
-from tests.twilio_signing import AUTH_TOKEN, SHOP_NUMBER, new_sid, reply_text, signed_post
+from tests.twilio_signing import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    SHOP_NUMBER,
+    new_sid,
+    reply_text,
+    signed_post,
+)
 
 
 @pytest.fixture
@@ -94,17 +101,57 @@ def test_behind_a_proxy_the_public_url_is_what_twilio_signed(make_app, session, 
     assert internal.status_code == 403
 
 
-def test_forwarded_headers_give_the_public_url_without_config(make_app, session, offered):
-    s, _, _ = offered
-    app = make_app(PUBLIC_BASE_URL=None, TWILIO_AUTH_TOKEN=AUTH_TOKEN)
-    response = signed_post(
-        app.test_client(),
-        "HELP",
-        s.customers[0].phone,
-        url="https://shop.example.org/webhooks/twilio/sms",
-        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "shop.example.org"},
-    )
-    assert response.status_code == 200
+def test_forwarded_headers_never_choose_the_signed_url(make_app, session, offered):
+    """A request signed for another host (say, another deployment's webhook, whose token
+    leaked or is shared) does not validate here by adding forwarded headers."""
+    s, _, offer = offered
+    forged_headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "other.example.org"}
+    for base in (None, "https://slots.example.com"):
+        app = make_app(PUBLIC_BASE_URL=base, TWILIO_AUTH_TOKEN=AUTH_TOKEN)
+        response = signed_post(
+            app.test_client(),
+            "YES",
+            s.customers[0].phone,
+            url="https://other.example.org/webhooks/twilio/sms",
+            headers=forged_headers,
+        )
+        assert response.status_code == 403, base
+    session.expire_all()
+    assert offer.status == OfferStatus.SENT
+
+
+@pytest.mark.parametrize(
+    "sid",
+    [
+        "SM" + "0" * 31,  # short
+        "SM" + "0" * 33,  # long: a replay with its fields regrouped into the sid
+        "SM" + "0" * 32 + "&Body=YES",
+        "XX" + "0" * 32,
+        "SM" + "G" * 32,
+    ],
+)
+def test_a_message_sid_not_in_twilios_format_is_refused(client, session, offered, sid):
+    s, _, offer = offered
+    before = messages(session)
+    response = signed_post(client, "YES", s.customers[0].phone, sid=sid)
+    assert response.status_code == 400
+    assert b"MessageSid" in response.data
+    session.expire_all()
+    assert offer.status == OfferStatus.SENT
+    assert messages(session) == before
+
+
+def test_a_delivery_for_another_account_is_refused(make_app, session, offered):
+    s, _, offer = offered
+    app = make_app(TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN)
+    client = app.test_client()
+    other = signed_post(client, "YES", s.customers[0].phone, AccountSid="AC" + "1" * 32)
+    assert other.status_code == 403
+    session.expire_all()
+    assert offer.status == OfferStatus.SENT
+    ours = signed_post(client, "HELP", s.customers[0].phone)
+    assert ours.status_code == 200
+    assert "STOP" in reply_text(ours)
 
 
 def test_yes_wins_and_the_answer_says_what_next(client, session, offered):

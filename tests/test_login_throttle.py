@@ -258,7 +258,11 @@ def test_the_embedded_mode_counts_in_memory_per_app(make_app):
 
 def test_trusted_proxy_hops_setting(tmp_path: Path):
     production = dict.fromkeys(config.REQUIRED_IN_PRODUCTION, "x")
-    production |= {"APP_ENV": "production", "DATABASE_URL": "postgres://u@db/x"}
+    production |= {
+        "APP_ENV": "production",
+        "DATABASE_URL": "postgres://u@db/x",
+        "PUBLIC_BASE_URL": "https://slots.example.com",
+    }
     assert config.from_environment({}, tmp_path)["TRUSTED_PROXY_HOPS"] == 0
     assert config.from_environment(production, tmp_path)["TRUSTED_PROXY_HOPS"] == 1
     with_two = production | {"TRUSTED_PROXY_HOPS": "2"}

@@ -7,6 +7,8 @@ import itertools
 from twilio.request_validator import RequestValidator
 
 AUTH_TOKEN = "test-twilio-token"
+# The fake Twilio's account (tests/fake_twilio.py); apps with an account refuse any other.
+ACCOUNT_SID = "ACtest00000000000000000000000000"
 SHOP_NUMBER = "+447700900000"  # factories.shop() gives the first shop this sender number
 _sids = itertools.count(1)
 
@@ -26,7 +28,14 @@ def signed_post(
     auth_token: str = AUTH_TOKEN,
     **extra,
 ):
-    params = {"MessageSid": sid or new_sid(), "From": from_, "To": to, "Body": body, **extra}
+    params = {
+        "MessageSid": sid or new_sid(),
+        "AccountSid": ACCOUNT_SID,
+        "From": from_,
+        "To": to,
+        "Body": body,
+        **extra,
+    }
     signature = RequestValidator(auth_token).compute_signature(url, params)
     return client.post(
         "/webhooks/twilio/sms",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
+import re
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, abort, current_app, request
@@ -17,19 +19,23 @@ log = logging.getLogger(__name__)
 bp = Blueprint("twilio_webhooks", __name__, url_prefix="/webhooks/twilio")
 
 
-def public_url() -> str:
-    """The URL Twilio signed: PUBLIC_BASE_URL if set, else what forwarded headers say.
+# Twilio's message ids: SM (SMS) or MM (MMS) and 32 lowercase hex digits. Anything else
+# is not Twilio's, however it is signed (a regrouped replay must not pass as new).
+MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-f]{32}")
 
-    Behind a proxy (Heroku's router, a load balancer) the app sees http and an internal
-    host; Twilio signed the https public address.
+
+def public_url() -> str:
+    """The URL Twilio signed: ``PUBLIC_BASE_URL`` (required in production) and the path.
+
+    Never built from ``X-Forwarded-Proto``/``-Host``: anyone can send those, and a request
+    signed for another host must not validate here. Without ``PUBLIC_BASE_URL``
+    (development, tests) the URL the request came to, as it is.
     """
     path = request.full_path if request.query_string else request.path
     base = current_app.config.get("PUBLIC_BASE_URL")
     if base:
         return base + path
-    proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
-    return f"{proto}://{host}{path}"
+    return request.url
 
 
 def verify_signature() -> None:
@@ -41,6 +47,14 @@ def verify_signature() -> None:
     # RequestValidator compares in constant time and tries the URL with and without port.
     if not RequestValidator(token).validate(public_url(), request.form.to_dict(), signature):
         log.warning("twilio webhook refused: bad signature for %s", urlsplit(public_url()).path)
+        abort(403)
+    # A signature proves the auth token, not the account: refuse another account's
+    # deliveries (a subaccount sharing the token, a misrouted number).
+    account = current_app.config.get("TWILIO_ACCOUNT_SID")
+    if account and not hmac.compare_digest(
+        request.form.get("AccountSid", "").encode(), account.encode()
+    ):
+        log.warning("twilio webhook refused: AccountSid is not this deployment's")
         abort(403)
 
 
@@ -65,6 +79,8 @@ def inbound_sms() -> Response:
     sender = _field("From")
     if not sid or not sender:
         return Response("MessageSid and From are required", status=400)
+    if not MESSAGE_SID.fullmatch(sid):
+        return Response("MessageSid is not a Twilio message id", status=400)
     sms = InboundSms(sid=sid, from_number=sender, to_number=_field("To"), body=_field("Body"))
     reply = handle_inbound(db.session, sms, utcnow())
     db.session.commit()
@@ -77,6 +93,8 @@ def delivery_status() -> Response:
     verify_signature()
     sid = _field("MessageSid")
     status = _field("MessageStatus")
+    if not MESSAGE_SID.fullmatch(sid):
+        return Response("MessageSid is not a Twilio message id", status=400)
     if status in ("delivered", "failed", "undelivered", "sent"):
         message = db.session.query(Message).filter_by(provider_sid=sid).one_or_none()
         if message is not None and message.status not in ("delivered", "failed"):
