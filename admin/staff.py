@@ -15,8 +15,8 @@ from flask_admin.actions import action
 from flask_admin.model.template import EndpointLinkRowAction
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from sqlalchemy import select
-from wtforms import PasswordField, SelectField
+from sqlalchemy import func, select
+from wtforms import PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
 
@@ -40,6 +40,9 @@ PASSWORD_HELP = (
 )
 NO_LONGER_OWNER = "Your account is no longer an active owner: nothing was changed."
 LAST_OWNER = "The shop needs an active owner: nothing was changed."
+# One answer for an email that has an account here, at another shop, or in other letter
+# case: the form never says which, and never shows the database's own error.
+EMAIL_TAKEN = "That email cannot be used for a new account. Please use another address."
 
 
 def _policy(form, field) -> None:
@@ -90,6 +93,21 @@ def ensure_owner_stays(actor: StaffUser, target: StaffUser, loses_owner: bool) -
         raise ValidationError(LAST_OWNER)
 
 
+def _email_free(form, field) -> None:
+    """Email is the sign-in name, unique across every shop (``uq_staff_users_email``).
+
+    Replaces Flask-Admin's own unique check, which answers "Already exists." from an
+    unscoped query; the unique index still decides a race, with the same message.
+    """
+    email = (field.data or "").strip().lower()
+    query = select(StaffUser.id).where(func.lower(StaffUser.email) == email)
+    account = getattr(form, "_obj", None)  # the account being edited, if any
+    if account is not None and account.id is not None:
+        query = query.where(StaffUser.id != account.id)
+    if db.session.scalar(query.limit(1)) is not None:
+        raise ValidationError(EMAIL_TAKEN)
+
+
 def _actor() -> StaffUser:
     return current_user._get_current_object()
 
@@ -108,14 +126,17 @@ class StaffView(OwnerOnly, ShopModelView):
     # a password is set when the account is added, then only reset from its own page.
     form_columns = ["email", "name", "role"]
     form_overrides = {"role": SelectField}
-    form_args = {
-        "email": {"validators": [DataRequired(), EMAIL, Length(max=254)]},
-        "role": {"choices": [SelectChoice(r.value) for r in StaffRole]},
+    form_args = {"role": {"choices": [SelectChoice(r.value) for r in StaffRole]}}
+    # Declared here, not scaffolded, so the only uniqueness check is _email_free's.
+    form_extra_fields = {
+        "email": StringField(
+            "Email", validators=[DataRequired(), EMAIL, Length(max=254), _email_free]
+        )
     }
     column_extra_row_actions = [
         EndpointLinkRowAction("fa fa-key", ".password_view", title="Reset password")
     ]
-    integrity_messages = {"uq_staff_users_email": "That email already has a staff account."}
+    integrity_messages = {"uq_staff_users_email": EMAIL_TAKEN}
     in_use_message = "This account has made changes (e.g. refunds): disable it instead."
 
     def get_create_form(self):

@@ -224,3 +224,53 @@ def test_a_yes_to_another_number_does_not_reach_the_offer(client, session, clock
     assert answer.startswith("Sorry, we don't recognise this number")
     session.expire_all()
     assert session.get(SlotOffer, first_offer.id).status == OfferStatus.SENT
+
+
+def opted_in(session, customer: Customer) -> bool:
+    session.expire_all()
+    row = session.get(Customer, customer.id)
+    return row.opted_out_at is None and row.sms_opt_in
+
+
+def test_start_opts_back_in_only_behind_the_number_it_texted(client, session, clock, shared):
+    """The phone is also a customer of a shop with its own number. STOP to each number,
+    then START to the shared one: the two shops behind it have the phone back, the shop
+    with its own number keeps it opted out until START is sent there."""
+    own = scene(session, clock.now, name="Own Number", sms_from_number="+447700900123")
+    own_customer = f.customer(session, own.shop, phone=PHONE)
+    session.commit()
+    signed_post(client, "STOP", PHONE, to=SANDBOX_FROM_NUMBER)
+    signed_post(client, "STOP", PHONE, to="+447700900123")
+    for customer in (shared.first_customer, shared.second_customer, own_customer):
+        assert not opted_in(session, customer)
+
+    answer = reply_text(signed_post(client, "UNSTOP", PHONE, to=SANDBOX_FROM_NUMBER))
+
+    assert "subscribed again" in answer
+    assert opted_in(session, shared.first_customer)
+    assert opted_in(session, shared.second_customer)
+    assert not opted_in(session, own_customer)  # it said STOP to that shop, and no START
+
+    assert "subscribed again" in reply_text(signed_post(client, "start", PHONE, to="+447700900123"))
+    assert opted_in(session, own_customer)
+
+
+def test_a_late_yes_is_filed_under_the_shop_whose_offer_it_answered(client, session, clock, shared):
+    """No offer is live any more, so the answer comes from the latest offer on the number,
+    the first shop's; the text is filed there, not under the phone's first customer found
+    (the second shop's, the lower id)."""
+    first_offer, _ = offer_both(session, clock, shared)
+    signed_post(client, "NO", PHONE, to=SANDBOX_FROM_NUMBER)  # the offer is settled
+    assert shared.second_customer.id < shared.first_customer.id
+    sid = new_sid()
+
+    answer = reply_text(signed_post(client, "YES", PHONE, to=SANDBOX_FROM_NUMBER, sid=sid))
+
+    assert answer.startswith("You have no open offer")
+    session.expire_all()
+    assert session.get(SlotOffer, first_offer.id).status == OfferStatus.DECLINED
+    inbound = session.scalar(select(Message).where(Message.provider_sid == sid))
+    assert (inbound.shop_id, inbound.customer_id) == (
+        shared.first.shop.id,
+        shared.first_customer.id,
+    )

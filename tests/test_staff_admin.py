@@ -4,12 +4,14 @@ to the owner's shop, and an audit row for every change."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import select
 from wtforms.validators import ValidationError
 
 from admin.passwords import IS_EMAIL, TOO_COMMON, TOO_LONG, TOO_SHORT, check_password_policy
-from admin.staff import NO_LONGER_OWNER, ensure_owner_stays
+from admin.staff import EMAIL_TAKEN, NO_LONGER_OWNER, ensure_owner_stays
 from recovery.audit import AuditAction
 from recovery.demo.seed import DEMO_EMAIL, DEMO_PASSWORD
 from recovery.models import AuditEvent, StaffUser
@@ -116,6 +118,51 @@ def test_owner_adds_staff_and_it_is_audited(app, owner_client, session, shop_a):
 
     fresh = app.test_client()
     assert login(fresh, "new@shop.example", NEW_PASSWORD).status_code == 302
+
+
+def error_page(response, typed: str) -> str:
+    """What the owner reads after a refused form, without the address they typed and the
+    tokens that differ on every page (CSRF, script nonces)."""
+    assert response.status_code == 200
+    page = re.sub(r'nonce="[^"]*"', "", text(response).replace(typed, "TYPED"))
+    return "\n".join(line for line in page.splitlines() if "csrf" not in line)
+
+
+def test_an_email_in_use_reads_the_same_here_and_at_another_shop(
+    owner_client, session, shop_a, shop_b
+):
+    """Email is the sign-in name of every shop, so it is unique everywhere; an owner
+    trying one that is taken learns only that, never whether the account is in their shop
+    or someone else's (no "Already exists.", no database error)."""
+    pages = {}
+    for where, typed in [
+        ("here", shop_a.clerk.email),
+        ("another shop", shop_b.clerk.email),
+        ("another shop, other case", shop_b.clerk.email.upper()),
+    ]:
+        response = post(
+            owner_client, "/admin/staff/new/", new_staff(email=typed, password=NEW_PASSWORD)
+        )
+        pages[where] = error_page(response, typed)
+        assert EMAIL_TAKEN in pages[where]
+        for leak in ("Already exists", "UniqueViolation", "duplicate key", shop_b.shop.name):
+            assert leak not in pages[where]
+    assert pages["here"] == pages["another shop"] == pages["another shop, other case"]
+    assert session.query(StaffUser).filter_by(shop_id=shop_a.shop.id).count() == 2
+    assert audit_rows(session, AuditAction.STAFF_ADDED) == []
+
+
+def test_editing_an_email_to_one_in_use_is_refused_the_same_way(
+    owner_client, session, shop_a, shop_b
+):
+    url = f"/admin/staff/edit/?id={shop_a.clerk.id}"
+    data = {"email": shop_b.clerk.email, "name": "Robin", "role": "staff"}
+    assert EMAIL_TAKEN in text(post(owner_client, url, data))
+    session.expire_all()
+    assert session.get(StaffUser, shop_a.clerk.id).email != shop_b.clerk.email
+    # Keeping one's own address is not a clash.
+    data["email"] = shop_a.clerk.email
+    assert post(owner_client, url, data).status_code == 302
 
 
 def test_editing_staff_is_audited_with_what_changed(owner_client, session, shop_a):
