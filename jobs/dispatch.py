@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from flask import Flask
-from rq import Retry
+from rq import Queue, Retry
+from rq_scheduler.utils import to_unix
 
 from jobs import tasks  # noqa: F401 (binds every job in the registry)
 from jobs.connection import queue_for, scheduler_for
-from jobs.registry import JOBS, resolve, retry_intervals
+from jobs.registry import JOBS, calls, resolve, retry_intervals  # noqa: F401 (JOBS: looked up here)
 from jobs.schedule import schedule_for
 from recovery.effects import Effect
 
@@ -29,36 +30,49 @@ log = logging.getLogger(__name__)
 
 
 class RQDispatcher:
+    """Every job of one commit goes to Redis in one round trip (a pipeline): the sweep's
+    catch-up commits thousands at once."""
+
     def __init__(self, app: Flask) -> None:
         self.app = app
 
     def dispatch(self, effects: Sequence[Effect]) -> None:
         queue = queue_for(self.app)
         scheduler = None
-        now = datetime.now(UTC)
-        for effect in effects:
-            spec = JOBS[effect.kind]
-            if effect.at is None or effect.at <= now:
-                retry = Retry(max=len(spec.retry_intervals), interval=list(spec.retry_intervals))
-                queue.enqueue(
-                    spec.func,
-                    *effect.args,
-                    job_timeout=spec.timeout_seconds,
-                    retry=retry if spec.retry_intervals else None,
-                    result_ttl=600,
-                    failure_ttl=7 * 24 * 3600,
+        pipe = queue.connection.pipeline()
+        now_jobs = []
+        for call in calls(effects, datetime.now(UTC)):
+            spec = call.spec
+            if call.at is None:
+                intervals = list(spec.retry_intervals)
+                retry = Retry(max=len(intervals), interval=intervals) if intervals else None
+                now_jobs.append(
+                    Queue.prepare_data(
+                        spec.func,
+                        call.args,
+                        timeout=spec.timeout_seconds,
+                        retry=retry,
+                        result_ttl=600,
+                        failure_ttl=7 * 24 * 3600,
+                    )
                 )
             else:
                 scheduler = scheduler or scheduler_for(self.app)
                 # A stable id: scheduling the same effect again moves it, never doubles it.
-                scheduler.enqueue_at(
-                    effect.at,
+                # (rq-scheduler's ``enqueue_at``, written into the pipeline.)
+                job = scheduler._create_job(
                     spec.func,
-                    *effect.args,
-                    job_id="at-" + effect.key,
+                    args=call.args,
+                    id=call.key,
                     timeout=spec.timeout_seconds,
-                    job_result_ttl=600,
+                    result_ttl=600,
+                    commit=False,
                 )
+                job.save(pipeline=pipe)
+                pipe.zadd(scheduler.scheduled_jobs_key, {job.id: to_unix(call.at)})
+        if now_jobs:
+            queue.enqueue_many(now_jobs, pipeline=pipe)
+        pipe.execute()
 
 
 @dataclass(order=True)
@@ -88,9 +102,9 @@ class ThreadDispatcher:
         self._stopping = False
 
     def dispatch(self, effects: Sequence[Effect]) -> None:
-        for effect in effects:
-            when = effect.at.timestamp() if effect.at else 0.0
-            self._push(when, JOBS[effect.kind].func, effect.args)
+        for call in calls(effects, datetime.now(UTC)):
+            when = call.at.timestamp() if call.at else 0.0
+            self._push(when, call.spec.func, call.args)
 
     def start(self) -> None:
         """Start the thread and the periodic jobs (once)."""

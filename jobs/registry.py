@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import functools
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 from recovery.db import db
-from recovery.effects import EffectKind
+from recovery.effects import Effect, EffectKind
 
 
 @dataclass(frozen=True)
@@ -23,14 +24,20 @@ class JobSpec:
     func: str  # import path, as RQ stores it
     timeout_seconds: int
     retry_intervals: tuple[int, ...]  # seconds between attempts after a failure
+    # How many effects of this kind one call may carry out (their args, one after the
+    # other): sending SMS in batches keeps several in flight per worker.
+    batch: int = 1
 
 
 JOBS: dict[EffectKind, JobSpec] = {}
 
 
-def job(kind: EffectKind | None = None, *, timeout: int, retry: tuple[int, ...] = ()):
+def job(
+    kind: EffectKind | None = None, *, timeout: int, retry: tuple[int, ...] = (), batch: int = 1
+):
     """Bind a job function: one job, one commit. ``kind`` is the effect it carries out
-    (None for periodic-only jobs, which the schedule names by path)."""
+    (None for periodic-only jobs, which the schedule names by path); ``batch`` > 1 lets
+    one call take that many effects' args (the function takes ``*ids``)."""
 
     def bind(func: Callable) -> Callable:
         @functools.wraps(func)
@@ -41,7 +48,7 @@ def job(kind: EffectKind | None = None, *, timeout: int, retry: tuple[int, ...] 
 
         run.timeout_seconds = timeout
         if kind is not None:
-            JOBS[kind] = JobSpec(f"{func.__module__}.{func.__name__}", timeout, retry)
+            JOBS[kind] = JobSpec(f"{func.__module__}.{func.__name__}", timeout, retry, batch)
         return run
 
     return bind
@@ -54,3 +61,34 @@ def resolve(path: str) -> Callable:
 
 def retry_intervals(path: str) -> tuple[int, ...]:
     return next((s.retry_intervals for s in JOBS.values() if s.func == path), ())
+
+
+@dataclass(frozen=True)
+class Call:
+    """One job to run: a function, its args, when (None: now) and, for a job at a time,
+    the stable id that moves it instead of doubling it."""
+
+    spec: JobSpec
+    args: tuple
+    at: datetime | None
+    key: str | None
+
+
+def calls(effects: Sequence[Effect], now: datetime) -> list[Call]:
+    """The jobs that carry out ``effects``: one per effect, except that effects due now
+    of a kind that takes a batch share calls of up to ``batch`` effects."""
+    out: list[Call] = []
+    batches: dict[EffectKind, list] = {}
+    for effect in effects:
+        spec = JOBS[effect.kind]
+        if effect.at is not None and effect.at > now:
+            out.append(Call(spec, effect.args, effect.at, "at-" + effect.key))
+        elif spec.batch > 1:
+            batches.setdefault(effect.kind, []).extend(effect.args)
+        else:
+            out.append(Call(spec, effect.args, None, None))
+    for kind, args in batches.items():
+        size = JOBS[kind].batch  # a batched kind's effects carry one id each
+        for start in range(0, len(args), size):
+            out.append(Call(JOBS[kind], tuple(args[start : start + size]), None, None))
+    return out

@@ -9,19 +9,20 @@ from __future__ import annotations
 
 from flask import current_app
 
+from jobs import sending
 from jobs.registry import job
 from recovery.availability.calendars import sync as calendar_sync
 from recovery.booking import holds
 from recovery.db import db, utcnow
 from recovery.effects import EffectKind
-from recovery.messaging import outbox, reminders
-from recovery.messaging.gateway import TemporarySendError, sender_for
-from recovery.models import Message, Payment, Refund
+from recovery.messaging import reminders
+from recovery.models import Payment, Refund
 from recovery.offers import offering
 from recovery.offers.withdraw import withdraw_blocked_openings
 from recovery.payments import refunds
 from recovery.payments.gateway import gateway_for
 from recovery.redis_client import HEARTBEAT_KEY, current_redis
+from recovery.sweep import catch_up_offers as run_catch_up
 from recovery.sweep import sweep as run_sweep
 
 # Provider hiccups are retried with backoff; the jobs themselves never act twice.
@@ -38,28 +39,17 @@ def _gateways(provider: str):
     return gateway_for(current_app, provider)
 
 
-@job(EffectKind.SEND_MESSAGE, timeout=30, retry=PROVIDER_RETRY)
-def send_message(message_id: int) -> str:
-    """Deliver one SMS, never twice (``messaging.outbox``): the claim is committed before
-    the provider is called, so a retry after a timeout or a crash looks the text up first.
-    A provider hiccup commits what it taught us and raises, so RQ retries with backoff.
-    An accepted offer text starts its offer's time to answer."""
-    claimed = outbox.claim(db.session, message_id, utcnow())
-    db.session.commit()
-    if claimed is None:
-        return outbox.Delivery.NOTHING
-    sender = sender_for(current_app)
-    try:
-        outcome = outbox.deliver(db.session, message_id, sender, utcnow(), claimed)
-    except TemporarySendError:
-        db.session.commit()
-        raise
-    db.session.commit()  # the provider's answer is on record before anything else
-    message = db.session.get(Message, message_id)
-    offer_text = message.purpose == outbox.Purpose.OFFER and message.slot_offer_id is not None
-    if outcome in outbox.ACCEPTED and offer_text:
-        offering.start_answer_window(db.session, message.slot_offer_id)
-    return outcome
+@job(EffectKind.SEND_MESSAGE, timeout=120, retry=PROVIDER_RETRY, batch=sending.SEND_BATCH)
+def send_message(*message_ids: int) -> str:
+    """Deliver SMS, each never twice, several at once (``jobs.sending``). A provider
+    hiccup raises after what it taught us is committed, so RQ retries with backoff."""
+    return sending.send_batch(message_ids)
+
+
+@job(EffectKind.SEND_DUE, timeout=30, retry=PROVIDER_RETRY)
+def send_due(second: int) -> int:
+    """The texts whose sender's slot falls in this second: into send jobs now."""
+    return sending.send_due(second)
 
 
 @job(EffectKind.OFFER_NEXT, timeout=30, retry=LOOP_RETRY)
@@ -123,6 +113,12 @@ def sweep() -> dict:
     if redis is not None:
         redis.set(HEARTBEAT_KEY, utcnow().isoformat())
     return totals
+
+
+@job(EffectKind.CATCH_UP_OFFERS, timeout=50)
+def catch_up_offers() -> int:
+    """Expire due offers and offer their openings on, alongside the sweep that asked."""
+    return run_catch_up(db.session, utcnow)
 
 
 @job(EffectKind.SYNC_CALENDAR, timeout=120, retry=PROVIDER_RETRY)

@@ -41,6 +41,9 @@ VARIABLES: dict[str, str] = {
     "STAFF_IDLE_MINUTES": "minutes without a request before staff are signed out; default 720",
     "SWEEP_INTERVAL_SECONDS": "seconds between sweeps; /healthz fails after 3 without one; "
     "default 60",
+    "SMS_SENDER_RATE": "texts per second from one sender number, across all workers; default 1 "
+    "(a Twilio long code); 0 turns the limit off",
+    "SEND_CONCURRENCY": "texts in flight at once in each worker; default 8",
 }
 
 REQUIRED_IN_PRODUCTION = (
@@ -59,6 +62,12 @@ REQUIRED_IN_PRODUCTION = (
 # Request bodies above this are refused with 413 before they are read: webhooks and forms
 # are small, and an unbounded body would grow a web process by its size.
 MAX_CONTENT_LENGTH = 1024 * 1024
+
+
+# Twilio sends one message segment per second from a US long code and queues the rest
+# (https://www.twilio.com/docs/api/errors/30001); other countries and number types allow
+# more, so a deployment raises it for its numbers.
+DEFAULT_SMS_SENDER_RATE = 1.0
 
 
 class ConfigError(RuntimeError):
@@ -96,6 +105,19 @@ def _positive_whole(
     if number < 1:
         raise ConfigError(f"{name} must be a whole number of {unit}, at least 1, not {raw!r}")
     return number
+
+
+def _rate(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = _text(environ, name)
+    if raw is None:
+        return default
+    try:
+        rate = float(raw)
+    except ValueError:
+        rate = -1.0
+    if not 0 <= rate < float("inf"):
+        raise ConfigError(f"{name} must be a number of texts per second (0: no limit), not {raw!r}")
+    return rate
 
 
 def _proxy_hops(environ: Mapping[str, str], production: bool) -> int:
@@ -186,6 +208,10 @@ def from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
         # intervals without one (tests shorten it to watch a lost schedule come back).
         "SWEEP_INTERVAL_SECONDS": _positive_whole(environ, "SWEEP_INTERVAL_SECONDS", 60, "seconds"),
         "MAX_CONTENT_LENGTH": MAX_CONTENT_LENGTH,
+        # Sending: each sender number's rate, shared by every worker through Redis
+        # (recovery/messaging/pace.py), and how many texts one worker has in flight.
+        "SMS_SENDER_RATE": _rate(environ, "SMS_SENDER_RATE", DEFAULT_SMS_SENDER_RATE),
+        "SEND_CONCURRENCY": _positive_whole(environ, "SEND_CONCURRENCY", 8, "texts"),
         "SESSION_COOKIE_SECURE": production,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

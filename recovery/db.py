@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from flask import current_app, has_app_context
 from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 # Stable constraint names, so migrations can refer to them on every database.
@@ -52,6 +53,14 @@ def try_insert(session, row):
     except IntegrityError:
         return None
     return row
+
+
+def dialect_insert(session, model):
+    """The database's own ``INSERT`` construct, for ``ON CONFLICT`` (PostgreSQL and
+    SQLite spell it the same way; SQLAlchemy's generic insert has no such clause)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
 
 
 CLOCK_EXTENSION = "recovery.clock"

@@ -28,10 +28,12 @@ _PENDING = "recovery.pending_effects"
 
 class EffectKind(enum.StrEnum):
     SEND_MESSAGE = "send_message"  # args: message id
+    SEND_DUE = "send_due"  # args: a unix second (the texts whose sender's slot falls in it)
     OFFER_NEXT = "offer_next"  # args: opening id
     EXPIRE_OFFER = "expire_offer"  # args: offer id (runs at the offer's expires_at)
     RELEASE_HOLD = "release_hold"  # args: appointment id (runs at the payment deadline)
     SWEEP = "sweep"  # no args
+    CATCH_UP_OFFERS = "catch_up_offers"  # no args (expire due offers alongside a sweep)
     SYNC_PAYMENT = "sync_payment"  # args: payment id (apply the gateway's current state)
     CANCEL_PAYMENT = "cancel_payment"  # args: payment id (close the gateway side)
     REFUND = "refund"  # args: refund id (call the gateway for a recorded refund)
@@ -61,14 +63,14 @@ def request(session: Session, kind: EffectKind, *args: int, at: datetime | None 
         session = session()
     if not session.in_transaction():
         session.connection()  # begin, so a rollback (which only fires inside one) drops it
-    pending: list[Effect] = session.info.setdefault(_PENDING, [])
-    if effect not in pending:
-        pending.append(effect)
+    # An insertion-ordered set: the same effect asked for twice is carried out once.
+    pending: dict[Effect, None] = session.info.setdefault(_PENDING, {})
+    pending[effect] = None
     return effect
 
 
 def pending(session: Session) -> list[Effect]:
-    return list(session.info.get(_PENDING, []))
+    return list(session.info.get(_PENDING, {}))
 
 
 def take_pending(session: Session) -> list[Effect]:
@@ -79,7 +81,7 @@ def take_pending(session: Session) -> list[Effect]:
     """
     if isinstance(session, scoped_session):
         session = session()
-    return session.info.pop(_PENDING, [])
+    return list(session.info.pop(_PENDING, {}))
 
 
 DISPATCHER_EXTENSION = "recovery.dispatcher"
@@ -98,7 +100,7 @@ def _dispatch_after_commit(session: Session) -> None:
     # one): only the outermost commit makes the rows visible to the jobs that read them.
     if session.in_nested_transaction():
         return
-    effects = session.info.pop(_PENDING, [])
+    effects = list(session.info.pop(_PENDING, {}))
     if not effects:
         return
     dispatcher = current_dispatcher()

@@ -570,6 +570,16 @@ class Message(db.Model):
             postgresql_where=sa.text("status = 'sending'"),
             sqlite_where=sa.text("status = 'sending'"),
         ),
+        # Texts not sent yet, by conversation: a text waits for the earlier ones to the
+        # same phone from the same number (``outbox.claim``).
+        sa.Index(
+            "ix_messages_unsent_conversation",
+            "to_number",
+            "from_number",
+            "id",
+            postgresql_where=sa.text("status IN ('queued', 'sending')"),
+            sqlite_where=sa.text("status IN ('queued', 'sending')"),
+        ),
         sa.CheckConstraint("send_attempts >= 0", name="send_attempts_not_negative"),
     )
 

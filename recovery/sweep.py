@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from recovery import effects
 from recovery.booking.holds import release_hold
 from recovery.effects import EffectKind
+from recovery.messaging.outbox import GIVE_UP_AFTER
 from recovery.messaging.quiet_hours import quiet_until
 from recovery.messaging.reminders import due_reminders, send_reminder
 from recovery.models import (
@@ -34,13 +35,13 @@ from recovery.models import (
     SlotOffer,
     SlotOpening,
 )
-from recovery.offers.offering import expire_offer, offer_next
+from recovery.offers.offering import expire_due_offers, offer_next_many
 from recovery.payments.gateway import SANDBOX
 
 log = logging.getLogger(__name__)
 
 STALE_MESSAGE_AFTER = timedelta(seconds=30)  # a send job should have taken it by now
-GIVE_UP_MESSAGE_AFTER = timedelta(hours=6)  # an offer text this late is worse than none
+GIVE_UP_MESSAGE_AFTER = GIVE_UP_AFTER  # an offer text this late is worse than none
 STALE_PAYMENT_WORK_AFTER = timedelta(minutes=1)  # its job has had time to run (or retry)
 
 
@@ -71,17 +72,9 @@ def sweep_batch(
     queued until sent), so a caller looping over batches asks for them once."""
     report = SweepReport()
 
-    due_offers = session.scalars(
-        select(SlotOffer.id)
-        .join(SlotOpening, SlotOpening.id == SlotOffer.slot_opening_id)
-        .where(SlotOffer.status == OfferStatus.SENT, SlotOffer.expires_at <= now)
-        .order_by(SlotOffer.expires_at)
-        .limit(limit)
-        .with_for_update(of=SlotOpening, skip_locked=True)
-    ).all()
-    for offer_id in due_offers:
-        expire_offer(session, offer_id, now)
-    report.expired_offers = len(due_offers)
+    # Offers whose time to answer is over, expired and their openings offered on, in a
+    # fixed number of statements per batch plus one per opening.
+    report.expired_offers = expire_due_offers(session, now, limit)
 
     # Open with nobody offered and nobody holding it: an offer_next job was lost. Shops
     # in quiet hours are left out: their openings wait for the job at the quiet end (and
@@ -105,8 +98,7 @@ def sweep_batch(
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
-    for opening_id in idle_openings:
-        offer_next(session, opening_id, now)
+    offer_next_many(session, idle_openings, now)
     report.restarted_openings = len(idle_openings)
 
     # Holds past their deadline. One whose payment has a gateway intent goes to the
@@ -210,10 +202,14 @@ MAX_BATCHES = 50
 def sweep(session: Session, now_fn, batch: int = BATCH, max_batches: int = MAX_BATCHES) -> dict:
     """Catch up with everything due, committing one transaction per batch (the sweep owns
     its units of work, so one long catch-up never holds every lock at once). ``now_fn``
-    is read per batch, so a long catch-up sees time move."""
+    is read per batch, so a long catch-up sees time move. When the first batch finds more
+    due offers than it takes (the catch-up after an outage), another worker is asked to
+    expire them alongside (``catch_up_offers``): the batches skip each other's locks."""
     totals: dict[str, int] = {}
     for n in range(max_batches):
         report = sweep_batch(session, now_fn(), batch, requeue_messages=n == 0)
+        if n == 0 and report.expired_offers == batch:
+            effects.request(session, EffectKind.CATCH_UP_OFFERS)
         session.commit()
         for key, value in vars(report).items():
             totals[key] = totals.get(key, 0) + value
@@ -222,3 +218,17 @@ def sweep(session: Session, now_fn, batch: int = BATCH, max_batches: int = MAX_B
     if any(totals.values()):
         log.info("sweep: %s", totals)
     return totals
+
+
+def catch_up_offers(
+    session: Session, now_fn, batch: int = BATCH, max_batches: int = MAX_BATCHES
+) -> int:
+    """Only the due offers, batch after batch (one transaction each), alongside a sweep."""
+    total = 0
+    for _ in range(max_batches):
+        done = expire_due_offers(session, now_fn(), batch)
+        session.commit()
+        total += done
+        if done < batch:
+            break
+    return total

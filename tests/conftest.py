@@ -60,6 +60,9 @@ def app_config(database_url: str, **extra) -> dict:
         "PUBLIC_BASE_URL": "http://localhost",
         # Signs the inbound webhook in tests; with no account SID, SMS use the sandbox.
         "TWILIO_AUTH_TOKEN": "test-twilio-token",
+        # Texts go out as fast as the test sends them; the sender rate has its own tests
+        # (tests/test_sender_rate.py), which turn it on.
+        "SMS_SENDER_RATE": 0,
         **extra,
     }
 

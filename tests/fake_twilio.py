@@ -189,7 +189,10 @@ class FakeTwilio:
             raise RuntimeError("FakeTwilio is already started")
         self._stopping = False
         handler = type("Handler", (_Handler,), {"fake": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        # Twilio takes many connections at once: a listen backlog of 128, not
+        # socketserver's 5, so workers sending several texts at a time are not reset.
+        server_class = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 128})
+        self._server = server_class(("127.0.0.1", self.port), handler)
         # A short poll interval, because shutdown() waits for serve_forever's next poll.
         self._thread = threading.Thread(
             target=self._server.serve_forever,

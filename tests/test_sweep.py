@@ -116,7 +116,8 @@ def test_sweep_asks_the_send_job_to_reconcile_a_message_left_sending(app, commit
     shop = f.shop(committed)
     customer = f.customer(committed, shop)
     stuck = queue_sms(committed, shop, customer, "hello", Purpose.OFFER)
-    fresh = queue_sms(committed, shop, customer, "again", Purpose.OFFER)
+    # To another phone: a text to the same one would wait for the stuck one to be sent.
+    fresh = queue_sms(committed, shop, f.customer(committed, shop), "again", Purpose.OFFER)
     committed.commit()
     claim(committed, stuck.id, utcnow() - timedelta(minutes=2))
     claim(committed, fresh.id, utcnow())  # an attempt in flight right now: left to it

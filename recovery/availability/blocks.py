@@ -19,7 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -80,6 +80,17 @@ def describe(block: BusyBlock) -> str:
     return f"{block.reason or 'busy time'} (block #{block.id}, {where})"
 
 
+def _covers(shop_id, resource_id, starts_at, ends_at) -> list:
+    """A block (of any source) of the shop, on that resource or shop-wide, overlapping the
+    range: values or columns (an opening's, for ``blocked_openings``)."""
+    return [
+        BusyBlock.shop_id == shop_id,
+        BusyBlock.starts_at < ends_at,
+        BusyBlock.ends_at > starts_at,
+        or_(BusyBlock.resource_id == resource_id, BusyBlock.resource_id.is_(None)),
+    ]
+
+
 def blocking(
     session: Session,
     shop_id: int,
@@ -92,16 +103,27 @@ def blocking(
     One query, on ``ix_busy_blocks_shop_range``. ``resource_id=None`` asks about any block
     of the shop.
     """
-    query = select(BusyBlock).where(
-        BusyBlock.shop_id == shop_id,
-        BusyBlock.starts_at < ends_at,
-        BusyBlock.ends_at > starts_at,
-    )
-    if resource_id is not None:
-        query = query.where(
-            or_(BusyBlock.resource_id == resource_id, BusyBlock.resource_id.is_(None))
-        )
+    conditions = _covers(shop_id, resource_id, starts_at, ends_at)
+    if resource_id is None:
+        conditions = conditions[:-1]
+    query = select(BusyBlock).where(*conditions)
     return session.scalar(query.order_by(BusyBlock.starts_at, BusyBlock.id).limit(1))
+
+
+def blocked_openings(session: Session, opening_ids: list[int]) -> set[int]:
+    """Those of ``opening_ids`` whose time a block covers (``blocking`` for many, in one
+    query)."""
+    if not opening_ids:
+        return set()
+    covered = exists().where(
+        *_covers(
+            SlotOpening.shop_id, SlotOpening.resource_id, SlotOpening.starts_at,
+            SlotOpening.ends_at,
+        )
+    )  # fmt: skip
+    return set(
+        session.scalars(select(SlotOpening.id).where(SlotOpening.id.in_(opening_ids), covered))
+    )
 
 
 def ensure_not_blocked(

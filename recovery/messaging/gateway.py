@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +16,10 @@ from twilio.rest import Client
 from urllib3.exceptions import NewConnectionError
 
 from recovery.messaging.gsm import segments
+
+# The SDK logs every request's and response's headers at INFO: several lines per text,
+# which a worker sending thousands pays for in CPU and log volume.
+logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 SANDBOX_FROM_NUMBER = "+15005550006"  # shown in the sandbox outbox; nothing is sent
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import enum
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from recovery import effects
 from recovery.effects import EffectKind
@@ -111,6 +112,44 @@ def _outbound(shop: Shop, to: str, body: str, purpose: Purpose, **kw) -> Message
     )
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A text to queue (``queue_many``)."""
+
+    shop: Shop
+    customer: Customer
+    body: str
+    purpose: Purpose
+    offer_id: int | None = None
+    appointment_id: int | None = None
+
+
+def queue_many(session: Session, outgoing: list[Outgoing]) -> list[Message]:
+    """Put texts in the outbox, one flush for all; the send jobs deliver them after the
+    commit. A customer who opted out gets nothing: their text is kept as suppressed."""
+    messages = []
+    for text in outgoing:
+        message = _outbound(
+            text.shop,
+            text.customer.phone,
+            text.body,
+            text.purpose,
+            customer_id=text.customer.id,
+            slot_offer_id=text.offer_id,
+            appointment_id=text.appointment_id,
+        )
+        if text.customer.opted_out_at is not None:
+            message.status = MessageStatus.SUPPRESSED
+            message.error = "customer opted out"
+        messages.append(message)
+    session.add_all(messages)
+    session.flush()
+    for message in messages:
+        if message.status == MessageStatus.QUEUED:
+            effects.request(session, EffectKind.SEND_MESSAGE, message.id)
+    return messages
+
+
 def queue_sms(
     session: Session,
     shop: Shop,
@@ -120,24 +159,16 @@ def queue_sms(
     offer: SlotOffer | None = None,
     appointment: Appointment | None = None,
 ) -> Message:
-    """Put a text in the outbox; the send job delivers it after the commit."""
-    message = _outbound(
+    """Put one text in the outbox (``queue_many``)."""
+    text = Outgoing(
         shop,
-        customer.phone,
+        customer,
         body,
         purpose,
-        customer_id=customer.id,
-        slot_offer_id=offer.id if offer else None,
+        offer_id=offer.id if offer else None,
         appointment_id=appointment.id if appointment else None,
     )
-    if customer.opted_out_at is not None:
-        message.status = MessageStatus.SUPPRESSED
-        message.error = "customer opted out"
-    session.add(message)
-    session.flush()
-    if message.status == MessageStatus.QUEUED:
-        effects.request(session, EffectKind.SEND_MESSAGE, message.id)
-    return message
+    return queue_many(session, [text])[0]
 
 
 def record_reply(
@@ -208,6 +239,9 @@ def claim(session: Session, message_id: int, now: datetime) -> Claim | None:
     )
     if message is None:
         return None
+    if _earlier_unsent(session, message, now):
+        # The customer reads a conversation in order: this one goes after those.
+        raise TemporarySendError("an earlier text to this phone is not sent yet")
     look_up_first = message.status == MessageStatus.SENDING
     message.status = MessageStatus.SENDING
     message.send_attempts += 1
@@ -215,6 +249,30 @@ def claim(session: Session, message_id: int, now: datetime) -> Claim | None:
         message.sending_at = now
     session.flush()
     return Claim(message.id, message.send_attempts, look_up_first)
+
+
+# A text older than this is not waited for: the sweep gives up asking for it.
+GIVE_UP_AFTER = timedelta(hours=6)
+
+
+def _earlier_unsent(session: Session, message: Message, now: datetime) -> bool:
+    """Whether an earlier text of the same conversation (phone and sender) is still to
+    be sent (on ``ix_messages_unsent_conversation``)."""
+    return (
+        session.scalar(
+            select(Message.id)
+            .where(
+                Message.to_number == message.to_number,
+                Message.from_number == message.from_number,
+                Message.id < message.id,
+                Message.status.in_((MessageStatus.QUEUED, MessageStatus.SENDING)),
+                Message.direction == Direction.OUTBOUND,
+                Message.created_at > now - GIVE_UP_AFTER,
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def _held_back(session: Session, message: Message) -> tuple[MessageStatus, str] | None:
@@ -233,12 +291,10 @@ def _held_back(session: Session, message: Message) -> tuple[MessageStatus, str] 
     return None
 
 
-def _found(session: Session, message: Message, sender: SmsSender) -> SentSms | None:
-    """The provider's copy of this message, if an earlier attempt was accepted: same
-    sender, recipient and body, created since the first claim, and not already the
-    record of another of our messages."""
-    since = message.sending_at - LOOKUP_SKEW
-    for candidate in sender.find(message.to_number, message.from_number, message.body, since):
+def _unclaimed(session: Session, candidates: list[SentSms]) -> SentSms | None:
+    """The first of the provider's ``candidates`` that is not already the record of
+    another of our messages."""
+    for candidate in candidates:
         taken = session.scalar(select(Message.id).where(Message.provider_sid == candidate.sid))
         if taken is None:
             return candidate
@@ -259,49 +315,135 @@ def deliver(
     now: datetime,
     claimed: Claim | None = None,
 ) -> Delivery:
-    """Send one claimed message through the provider, once.
+    """Send one claimed message through the provider, once (``deliver_many`` of one).
 
     ``claimed`` is the claim the caller committed; without one, the message is claimed
     here, in this transaction (the sandbox, tests and the demo, where nothing runs
-    alongside). The row stays locked (``FOR UPDATE SKIP LOCKED``) during the provider
-    call, so another attempt skips it. A clear provider refusal for now puts the message
-    back in the queue; an unclear one leaves it ``sending``; both raise
-    ``TemporarySendError`` for the retry, and the caller commits what they recorded.
+    alongside). A clear provider refusal for now puts the message back in the queue; an
+    unclear one leaves it ``sending``; both raise ``TemporarySendError`` for the retry,
+    and the caller commits what they recorded.
     """
     if claimed is None:
         claimed = claim(session, message_id, now)
         if claimed is None:
             return Delivery.NOTHING
-    message = session.scalar(
+    outcome = deliver_many(session, [claimed], sender, now)[message_id]
+    if isinstance(outcome, TemporarySendError):
+        raise outcome
+    return outcome
+
+
+def deliver_many(
+    session: Session,
+    claims: list[Claim],
+    sender: SmsSender,
+    now: datetime,
+    concurrency: int = 1,
+) -> dict[int, Delivery | TemporarySendError]:
+    """Send claimed messages through the provider, each once, ``concurrency`` calls at a
+    time; the outcome of each, or the ``TemporarySendError`` that stopped it (already
+    recorded on the row: the caller commits, then retries later).
+
+    The rows stay locked (``FOR UPDATE SKIP LOCKED``) through the provider calls, so
+    another attempt skips them; the calls run in threads that touch no database. A text
+    claimed after an unclear attempt is first looked up at the provider; only those it
+    does not have are sent. Callers claim at most one text per conversation at a time.
+    """
+    by_id = {c.message_id: c for c in claims}
+    messages = session.scalars(
         select(Message)
-        .where(Message.id == message_id, Message.status == MessageStatus.SENDING)
+        .where(Message.id.in_(by_id), Message.status == MessageStatus.SENDING)
+        .order_by(Message.id)
         .with_for_update(skip_locked=True)
-    )
-    if message is None or message.send_attempts != claimed.attempt:
-        return Delivery.NOTHING  # sent meanwhile, or a later claim has it
-    if claimed.look_up_first:
-        found = _found(session, message, sender)
+    ).all()
+    outcomes: dict[int, Delivery | TemporarySendError] = dict.fromkeys(by_id, Delivery.NOTHING)
+    # Sent meanwhile, or a later claim has it: nothing to do.
+    messages = [m for m in messages if m.send_attempts == by_id[m.id].attempt]
+    loaded = _load_for_checks(session, messages)  # noqa: F841 (held: the session's map is weak)
+
+    # Looked up first: an earlier, unclear attempt may have been accepted.
+    lookups = [m for m in messages if by_id[m.id].look_up_first]
+    for message, answer in _calls(lookups, lambda m: sender.find(
+        m.to_number, m.from_number, m.body, m.sending_at - LOOKUP_SKEW), concurrency):  # fmt: skip
+        if isinstance(answer, TemporarySendError):
+            # The provider could not be asked: it may still have the text, so it stays
+            # ``sending`` and the retry asks again.
+            message.error = f"lookup failed: {answer}"[:255]
+            outcomes[message.id] = answer
+            continue
+        found = _unclaimed(session, answer)
         if found is not None:
             _accepted(message, found, now)
             log.info("message %s was accepted by an earlier attempt", message.id)
-            return Delivery.FOUND
-    held_back = _held_back(session, message)
-    if held_back is not None:
-        message.status, message.error = held_back
-        return Delivery(held_back[0].value)
-    try:
-        sent = sender.send(message.to_number, message.from_number, message.body)
-    except PermanentSendError as exc:
-        message.status = MessageStatus.FAILED
-        message.error = str(exc)[:255]
-        log.warning("message %s refused by provider: %s", message.id, exc)
-        return Delivery.FAILED
-    except UncertainSendError as exc:
-        message.error = f"unclear, to be looked up: {exc}"[:255]
-        raise
-    except TemporarySendError as exc:
+            outcomes[message.id] = Delivery.FOUND
+    to_send = []
+    for message in messages:
+        if outcomes[message.id] is not Delivery.NOTHING:
+            continue
+        held_back = _held_back(session, message)
+        if held_back is not None:
+            message.status, message.error = held_back
+            outcomes[message.id] = Delivery(held_back[0].value)
+        else:
+            to_send.append(message)
+
+    for message, answer in _calls(
+        to_send, lambda m: sender.send(m.to_number, m.from_number, m.body), concurrency
+    ):
+        if isinstance(answer, PermanentSendError):
+            message.status = MessageStatus.FAILED
+            message.error = str(answer)[:255]
+            log.warning("message %s refused by provider: %s", message.id, answer)
+            outcomes[message.id] = Delivery.FAILED
+        elif isinstance(answer, TemporarySendError):
+            outcomes[message.id] = _refused_for_now(message, answer)
+        else:
+            _accepted(message, answer, now)
+            outcomes[message.id] = Delivery.SENT
+    return outcomes
+
+
+def _refused_for_now(message: Message, exc: TemporarySendError) -> TemporarySendError:
+    if isinstance(exc, UncertainSendError):
+        message.error = f"unclear, to be looked up: {exc}"[:255]  # it stays ``sending``
+    else:
         message.status = MessageStatus.QUEUED  # not taken: the retry simply sends it
         message.error = str(exc)[:255]
-        raise
-    _accepted(message, sent, now)
-    return Delivery.SENT
+    return exc
+
+
+def _load_for_checks(session: Session, messages: list[Message]) -> list:
+    """Customers and offers (with their openings) of ``messages`` in two queries, so the
+    checks before sending (``_held_back``) find them in the session. The caller keeps
+    the returned rows while it checks: the session only holds rows weakly."""
+    customer_ids = {m.customer_id for m in messages if m.customer_id}
+    offer_ids = {m.slot_offer_id for m in messages if m.slot_offer_id}
+    loaded: list = []
+    if customer_ids:
+        loaded += session.scalars(select(Customer).where(Customer.id.in_(customer_ids))).all()
+    if offer_ids:
+        loaded += session.scalars(
+            select(SlotOffer)
+            .where(SlotOffer.id.in_(offer_ids))
+            .options(joinedload(SlotOffer.opening))
+        ).all()
+    return loaded
+
+
+def _calls(messages: list[Message], call, concurrency: int):
+    """``(message, answer)`` for each message: what ``call(message)`` returned, or the
+    send error it raised. In threads when there are several; ``call`` must not touch the
+    database (the session is this thread's)."""
+    if not messages:
+        return []
+
+    def answer(message: Message):
+        try:
+            return call(message)
+        except (TemporarySendError, PermanentSendError) as exc:
+            return exc
+
+    if concurrency <= 1 or len(messages) == 1:
+        return [(m, answer(m)) for m in messages]
+    with ThreadPoolExecutor(min(concurrency, len(messages)), thread_name_prefix="sms") as pool:
+        return list(zip(messages, pool.map(answer, messages), strict=True))

@@ -103,34 +103,37 @@ def send_reminder(session: Session, appointment_id: int, now: datetime) -> str:
 
 def due_reminders(session: Session, now: datetime, limit: int) -> list[int]:
     """Booked appointments whose reminder is due now and not yet sent for their current
-    start. Shops in quiet hours are left out: their reminders wait for the end anyway."""
+    start. Shops in quiet hours are left out: their reminders wait for the end anyway.
+    One query per distinct reminder time of the shops (not per shop)."""
     shops = session.scalars(
         select(Shop).where(Shop.send_reminders.is_(True), Shop.reminder_hours > 0)
     ).all()
-    found: list[int] = []
+    by_hours: dict[int, list[int]] = {}
     for shop in shops:
-        if quiet_until(shop, now) is not None:
-            continue
-        hours = timedelta(hours=shop.reminder_hours)
+        if quiet_until(shop, now) is None:
+            by_hours.setdefault(shop.reminder_hours, []).append(shop.id)
+    found: list[int] = []
+    for hours, shop_ids in sorted(by_hours.items()):
         rows = session.execute(
             select(Appointment.id, Appointment.starts_at, Appointment.created_at)
             .where(
-                Appointment.shop_id == shop.id,
+                Appointment.shop_id.in_(shop_ids),
                 Appointment.status == AppointmentStatus.BOOKED,
                 Appointment.starts_at > now,
-                Appointment.starts_at <= now + hours,
+                Appointment.starts_at <= now + timedelta(hours=hours),
                 ~exists().where(
                     Reminder.appointment_id == Appointment.id,
                     Reminder.starts_at == Appointment.starts_at,
                 ),
             )
             .order_by(Appointment.starts_at)
+            .limit(limit)
         ).all()
         # Compared here, not in SQL, because SQLite has no interval arithmetic.
         found += [
             id_
             for id_, starts_at, created_at in rows
-            if booked_before_reminder_time(created_at, starts_at, shop.reminder_hours)
+            if booked_before_reminder_time(created_at, starts_at, hours)
         ]
         if len(found) >= limit:
             break

@@ -46,6 +46,20 @@ def held_booking(session: Session, opening_id: int) -> Appointment | None:
     )
 
 
+def held_openings(session: Session, opening_ids: list[int]) -> set[int]:
+    """Those of ``opening_ids`` that a YES already won (``held_booking`` for many)."""
+    if not opening_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(Appointment.source_slot_opening_id).where(
+                Appointment.source_slot_opening_id.in_(opening_ids),
+                Appointment.status.in_(ACTIVE_APPOINTMENT_STATUSES),
+            )
+        )
+    )
+
+
 def mark_expired(opening: SlotOpening, note: str, now: datetime) -> None:
     opening.status = OpeningStatus.EXPIRED
     opening.expired_at = now
