@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -22,7 +23,15 @@ from rq_scheduler.utils import to_unix
 
 from jobs import tasks  # noqa: F401 (binds every job in the registry)
 from jobs.connection import queue_for, scheduler_for
-from jobs.registry import JOBS, calls, resolve, retry_intervals  # noqa: F401 (JOBS: looked up here)
+from jobs.registry import (  # noqa: F401 (JOBS: looked up here)
+    DUE_KEEP_SECONDS,
+    JOBS,
+    RUN_DUE,
+    calls,
+    due_key,
+    resolve,
+    retry_intervals,
+)
 from jobs.schedule import schedule_for
 from recovery.effects import Effect
 
@@ -56,23 +65,33 @@ class RQDispatcher:
                         failure_ttl=7 * 24 * 3600,
                     )
                 )
+            elif spec.batch > 1:
+                # Many at one time (reminders of bookings on the hour, texts waiting for
+                # their number's turn): gathered per second in Redis, one job per second.
+                second = math.ceil(call.at.timestamp())
+                pipe.sadd(due_key(call.kind, second), *call.args)
+                pipe.expire(due_key(call.kind, second), DUE_KEEP_SECONDS)
+                at = datetime.fromtimestamp(second, UTC)
+                scheduler = scheduler or scheduler_for(self.app)
+                self._schedule(scheduler, pipe, RUN_DUE, (call.kind.value, second),
+                               f"at-due-{call.kind.value}-{second}", at, 30)  # fmt: skip
             else:
                 scheduler = scheduler or scheduler_for(self.app)
                 # A stable id: scheduling the same effect again moves it, never doubles it.
-                # (rq-scheduler's ``enqueue_at``, written into the pipeline.)
-                job = scheduler._create_job(
-                    spec.func,
-                    args=call.args,
-                    id=call.key,
-                    timeout=spec.timeout_seconds,
-                    result_ttl=600,
-                    commit=False,
-                )
-                job.save(pipeline=pipe)
-                pipe.zadd(scheduler.scheduled_jobs_key, {job.id: to_unix(call.at)})
+                self._schedule(scheduler, pipe, spec.func, call.args, call.key, call.at,
+                               spec.timeout_seconds)  # fmt: skip
         if now_jobs:
             queue.enqueue_many(now_jobs, pipeline=pipe)
         pipe.execute()
+
+    @staticmethod
+    def _schedule(scheduler, pipe, func: str, args: tuple, job_id: str, at, timeout: int):
+        """rq-scheduler's ``enqueue_at``, written into the pipeline."""
+        job = scheduler._create_job(
+            func, args=args, id=job_id, timeout=timeout, result_ttl=600, commit=False
+        )
+        job.save(pipeline=pipe)
+        pipe.zadd(scheduler.scheduled_jobs_key, {job.id: to_unix(at)})
 
 
 @dataclass(order=True)

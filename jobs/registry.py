@@ -68,6 +68,7 @@ class Call:
     """One job to run: a function, its args, when (None: now) and, for a job at a time,
     the stable id that moves it instead of doubling it."""
 
+    kind: EffectKind
     spec: JobSpec
     args: tuple
     at: datetime | None
@@ -82,13 +83,23 @@ def calls(effects: Sequence[Effect], now: datetime) -> list[Call]:
     for effect in effects:
         spec = JOBS[effect.kind]
         if effect.at is not None and effect.at > now:
-            out.append(Call(spec, effect.args, effect.at, "at-" + effect.key))
+            out.append(Call(effect.kind, spec, effect.args, effect.at, "at-" + effect.key))
         elif spec.batch > 1:
             batches.setdefault(effect.kind, []).extend(effect.args)
         else:
-            out.append(Call(spec, effect.args, None, None))
+            out.append(Call(effect.kind, spec, effect.args, None, None))
     for kind, args in batches.items():
         size = JOBS[kind].batch  # a batched kind's effects carry one id each
         for start in range(0, len(args), size):
-            out.append(Call(JOBS[kind], tuple(args[start : start + size]), None, None))
+            out.append(Call(kind, JOBS[kind], tuple(args[start : start + size]), None, None))
     return out
+
+
+# Effects of a batched kind asked for at a time wait in a Redis set per second; one job
+# per second (``jobs.tasks.run_due``) asks for them then, in batches.
+RUN_DUE = "jobs.tasks.run_due"
+DUE_KEEP_SECONDS = 24 * 3600
+
+
+def due_key(kind: EffectKind, second: int) -> str:
+    return f"due:{kind.value}:{second}"

@@ -14,9 +14,8 @@ provider before sending again.
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import select
@@ -37,8 +36,6 @@ SEND_BATCH = 50  # texts per send job
 # its own job at the slot.
 WAIT_IN_JOB = timedelta(milliseconds=MAX_TURN_WAIT_MS)
 DEFERRED = "deferred to its sender's slot"
-DUE_KEY = "sms-due:{}"  # a Redis set: the texts whose slot falls in that unix second
-DUE_KEEP_SECONDS = 24 * 3600
 
 
 def send_batch(message_ids: tuple[int, ...]) -> str:
@@ -134,10 +131,8 @@ def _result(message_ids, rows, due, outcomes: dict) -> str:
 
 
 def _due_now(rows: list) -> list:
-    """The texts whose sender's slot is due now (or within ``WAIT_IN_JOB``). The others
-    wait in Redis, by the second their slot falls in, for that second's ``send_due`` job
-    (one job per second for every sender and every batch, asked for again harmlessly: its
-    id is the second)."""
+    """The texts whose sender's slot is due now (or within ``WAIT_IN_JOB``); the others
+    are asked for again at their slots."""
     pace = pace_for(current_app)
     if pace is None or not rows:
         return rows
@@ -149,35 +144,11 @@ def _due_now(rows: list) -> list:
 
 
 def _wait_for_seconds(waits: dict[int, float]) -> None:
-    """Put each text (id: seconds from now) in the Redis set of the second it is due in,
-    and ask for that second's ``send_due`` job (committed here, whatever happens next)."""
-    pace = pace_for(current_app)
-    now = utcnow().timestamp()
-    seconds: dict[int, list[int]] = {}
+    """Ask for each text (id: seconds from now) again when its turn comes (committed
+    here, whatever happens next); the dispatcher gathers the texts of each second into one
+    job."""
+    now = utcnow()
     for message_id, wait in waits.items():
-        seconds.setdefault(math.ceil(now + wait), []).append(message_id)
-    pipe = pace.redis.pipeline(transaction=False)
-    for second, ids in seconds.items():
-        pipe.sadd(DUE_KEY.format(second), *ids)
-        pipe.expire(DUE_KEY.format(second), DUE_KEEP_SECONDS)
-    pipe.execute()
-    for second in seconds:
-        at = datetime.fromtimestamp(second, UTC)
-        effects.request(db.session, EffectKind.SEND_DUE, second, at=at)
+        at = now + timedelta(seconds=wait)
+        effects.request(db.session, EffectKind.SEND_MESSAGE, message_id, at=at)
     db.session.commit()
-
-
-def send_due(second: int) -> int:
-    """The texts whose slot falls in this second: asked for now, in send jobs of up to
-    ``SEND_BATCH`` (the workers share them). Texts lost here (Redis lost the set) are
-    still ``queued``, and the sweep asks for those."""
-    pace = pace_for(current_app)
-    if pace is None:
-        return 0
-    redis = pace.redis
-    ids = sorted(int(i) for i in redis.smembers(DUE_KEY.format(second)))
-    for message_id in ids:
-        effects.request(db.session, EffectKind.SEND_MESSAGE, message_id)
-    db.session.commit()
-    redis.delete(DUE_KEY.format(second))
-    return len(ids)

@@ -10,7 +10,8 @@ from __future__ import annotations
 from flask import current_app
 
 from jobs import sending
-from jobs.registry import job
+from jobs.registry import due_key, job
+from recovery import effects
 from recovery.availability.calendars import sync as calendar_sync
 from recovery.booking import holds
 from recovery.db import db, utcnow
@@ -46,10 +47,19 @@ def send_message(*message_ids: int) -> str:
     return sending.send_batch(message_ids)
 
 
-@job(EffectKind.SEND_DUE, timeout=30, retry=PROVIDER_RETRY)
-def send_due(second: int) -> int:
-    """The texts whose sender's slot falls in this second: into send jobs now."""
-    return sending.send_due(second)
+@job(timeout=30, retry=PROVIDER_RETRY)
+def run_due(kind: str, second: int) -> int:
+    """The effects of a batched kind due in this second (``jobs.dispatch``): asked for now,
+    so they share jobs of up to their batch. Ids lost with Redis are found by the sweep
+    (texts still queued, reminders due)."""
+    redis = current_redis()
+    key = due_key(EffectKind(kind), second)
+    ids = sorted(int(i) for i in redis.smembers(key))
+    for ident in ids:
+        effects.request(db.session, EffectKind(kind), ident)
+    db.session.commit()
+    redis.delete(key)
+    return len(ids)
 
 
 @job(EffectKind.OFFER_NEXT, timeout=30, retry=LOOP_RETRY)
@@ -57,10 +67,13 @@ def offer_next(opening_id: int) -> str:
     return offering.offer_next(db.session, opening_id)
 
 
-@job(EffectKind.SEND_REMINDER, timeout=30, retry=LOOP_RETRY)
-def send_reminder(appointment_id: int) -> str:
-    """The reminder time: queue the reminder text once (it re-checks everything)."""
-    return reminders.send_reminder(db.session, appointment_id, utcnow())
+@job(EffectKind.SEND_REMINDER, timeout=60, retry=LOOP_RETRY, batch=50)
+def send_reminder(*appointment_ids: int) -> str:
+    """The reminder time: queue each reminder text once (it re-checks everything); the
+    texts of many bookings on the same hour go out together."""
+    now = utcnow()
+    outcomes = [reminders.send_reminder(db.session, i, now) for i in appointment_ids]
+    return outcomes[0] if len(outcomes) == 1 else f"{outcomes.count('sent')} sent"
 
 
 @job(EffectKind.EXPIRE_OFFER, timeout=30, retry=LOOP_RETRY)

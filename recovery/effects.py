@@ -28,7 +28,6 @@ _PENDING = "recovery.pending_effects"
 
 class EffectKind(enum.StrEnum):
     SEND_MESSAGE = "send_message"  # args: message id
-    SEND_DUE = "send_due"  # args: a unix second (the texts whose sender's slot falls in it)
     OFFER_NEXT = "offer_next"  # args: opening id
     EXPIRE_OFFER = "expire_offer"  # args: offer id (runs at the offer's expires_at)
     RELEASE_HOLD = "release_hold"  # args: appointment id (runs at the payment deadline)

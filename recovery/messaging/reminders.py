@@ -56,8 +56,9 @@ def _send_at(appointment: Appointment, due: datetime) -> datetime | None:
 
 
 def schedule_reminder(session: Session, appointment: Appointment, now: datetime) -> None:
-    """Ask for the reminder job at the reminder time (call again after a move: the job's
-    stable id moves the scheduled run, and the job itself checks the current start)."""
+    """Ask for the reminder job at the reminder time (call again after a move: a run at
+    the old time finds the booking not due and asks again, and the ``Reminder`` row keeps
+    it to one text)."""
     if not _wanted(appointment, now):
         return
     at = _send_at(appointment, max(reminder_time(appointment), now))
