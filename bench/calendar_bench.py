@@ -1,11 +1,15 @@
-"""B8: the admin calendar's week view for a shop of 10 resources, each with 30 bookings a day.
+"""B8: the admin calendar and the dashboard of a shop of 10 resources with a year behind it.
 
-The week (2,100 bookings, plus slot openings in every state, live offers and busy blocks) is
-asked for through the Flask test client as a logged-in staff member, so each time covers
-the whole request: login session, the four queries, laying out the grid and rendering the
-template. No network, no gunicorn: what is measured is the app's own work. The day view is
-timed the same way for comparison. ``python -m bench.calendar_bench [--quick]`` runs it
-alone; ``python -m bench --only B8`` runs it with the others.
+The shop has 30 bookings a day on each resource: next week (2,100 bookings, plus slot
+openings in every state, live offers and busy blocks) and, with ``history_days``, a year of
+past days at the same density with its cancellations, openings, offers, texts and deposits
+(``bench.data.add_history``). Pages are asked for through the Flask test client as a
+logged-in staff member, so each time covers the whole request: login session, the
+queries, laying out the grid and rendering the template. No network, no gunicorn: what is
+measured is the app's own work. Timed: next week's week view, one day of it, and the
+dashboard (``bench.dashboard_bench``) for its default period and for a whole year.
+``python -m bench.calendar_bench [--quick]`` runs it alone; ``python -m bench --only B8``
+runs it with the others.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import sys
 import time
 from datetime import date, timedelta
 
-from bench import data
+from bench import dashboard_bench, data
 from bench.stats import summary
 
 PASSWORD = "bench-calendar-pw"
@@ -25,12 +29,14 @@ CSRF_RE = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"')
 ITEM_RE = re.compile(r'data-kind="booking"')
 
 
-def seed(app, resources: int, per_day: int, first_day: date) -> int:
+def seed(app, resources: int, per_day: int, first_day: date, history_days: int = 0) -> dict:
     """One shop, ``resources`` chairs, ``per_day`` bookings a day on each for seven days
     from ``first_day`` (08:00 onwards, back to back), and on each chair and day a lunch
-    block and three openings (open with a live offer, filled, expired). Returns the shop."""
+    block and three openings (open with a live offer, filled, expired); then
+    ``history_days`` past days up to yesterday (``data.add_history``). Returns the shop id
+    and the history's row counts."""
     conn = data.connect()
-    (shop,) = data.make_shops(app, conn, count=1, resources=resources)
+    (shop,) = data.make_shops(app, conn, count=1, resources=resources, deposit=True)
     p = {"shop": shop.shop_id, "service": shop.service_id, "owner": shop.owner_id}
     customers = max(200, resources * 7 * 3)
     conn.execute(
@@ -127,10 +133,20 @@ def seed(app, resources: int, per_day: int, first_day: date) -> int:
         """,
         p,
     )
+    history = {}
+    if history_days:
+        history = data.add_history(
+            conn,
+            shop,
+            per_day,
+            first_day=date.today() - timedelta(days=history_days),
+            days=history_days,
+            customers=max(400, resources * per_day * 10),
+        )
     conn.execute("VACUUM ANALYZE")
     conn.close()
     _staff(app, shop.shop_id)
-    return shop.shop_id
+    return {"shop_id": shop.shop_id, "history": history}
 
 
 def _staff(app, shop_id: int) -> None:
@@ -170,11 +186,11 @@ def _time(client, url: str, requests: int, expect_bookings: int) -> dict:
     return {**summary(times), "bytes": len(body), "bookings_shown": shown}
 
 
-def run(app, resources: int, per_day: int, requests: int) -> dict:
+def run(app, resources: int, per_day: int, requests: int, history_days: int = 0) -> dict:
     first_day = date.today() + timedelta(days=7)
     first_day -= timedelta(days=first_day.weekday())  # next week's Monday
     t0 = time.time()
-    seed(app, resources, per_day, first_day)
+    seeded = seed(app, resources, per_day, first_day, history_days)
     seeded_s = time.time() - t0
     client = _logged_in(app)
     week = f"/admin/calendar/?view=week&date={first_day.isoformat()}"
@@ -183,9 +199,12 @@ def run(app, resources: int, per_day: int, requests: int) -> dict:
         "resources": resources,
         "bookings_per_day": per_day,
         "bookings_in_week": resources * per_day * 7,
+        "history_days": history_days,
+        "history": seeded["history"],
         "seed_seconds": round(seeded_s, 1),
         "week": _time(client, week, requests, resources * per_day * 7),
         "day": _time(client, day, requests, resources * per_day),
+        **dashboard_bench.run(client, requests),
     }
 
 
@@ -198,13 +217,14 @@ def main() -> int:
     args = parser.parse_args()
     recreate_database()
     app = bench_app()
-    sizes = (3, 10, 10) if args.quick else (10, 30, 30)
+    sizes = (3, 10, 10, 365) if args.quick else (10, 30, 30, 365)
     result = run(app, *sizes)
-    for view in ("week", "day"):
-        s = result[view]
+    print(f"{result['resources']} resources x {result['bookings_per_day']} bookings a day, "
+          f"{result['history_days']} days of history {result['history']}")  # fmt: skip
+    for page in ("week", "day", "dashboard", "dashboard_year"):
+        s = result[page]
         print(
-            f"{view}: {result['resources']} resources x {result['bookings_per_day']} bookings "
-            f"a day; {s['n']} requests, p50 {s['p50']:.1f} ms, p99 {s['p99']:.1f} ms, "
+            f"{page}: {s['n']} requests, p50 {s['p50']:.1f} ms, p99 {s['p99']:.1f} ms, "
             f"max {s['max']:.1f} ms, {s['bytes']:,} bytes"
         )
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -101,6 +102,8 @@ class Stack:
     web_threads: int = 4
     rq_workers: int = 2
     logdir: Path = RESULTS / "logs"
+    # Added to every process's environment last (e.g. {"SMS_SENDER_RATE": "0"} for B7).
+    extra_env: dict[str, str] = field(default_factory=dict)
     procs: list[Proc] = field(default_factory=list)
     web_port: int = 0
     twilio_port: int = 0
@@ -128,6 +131,7 @@ class Stack:
             PATH=f"{BIN}:{env.get('PATH', '')}",
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.extra_env)
         return env
 
     def _spawn(self, name: str, cmd: list[str]) -> Proc:
@@ -145,17 +149,34 @@ class Stack:
         self.procs.append(proc)
         return proc
 
-    def start(self) -> None:
+    def start_fake_twilio(self) -> None:
+        """Only the fake Twilio (what the baseline's cron run sends through)."""
         self.logdir.mkdir(parents=True, exist_ok=True)
         self.accepted_log.write_text("")
-        self.web_port, self.twilio_port = free_port(), free_port()
-        Redis.from_url(REDIS_URL).flushdb()
+        self.twilio_port = free_port()
         py = str(BIN / "python")
         self._spawn(
             "fake_twilio",
             [py, "-m", "bench.fake_provider", "--port", str(self.twilio_port), "--out",
              str(self.accepted_log)],
         )  # fmt: skip
+        wait_for(self._twilio_up, 30, "the fake Twilio")
+
+    @property
+    def twilio_url(self) -> str:
+        return f"http://127.0.0.1:{self.twilio_port}"
+
+    def _twilio_up(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.twilio_port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def start(self) -> None:
+        Redis.from_url(REDIS_URL).flushdb()
+        self.start_fake_twilio()
+        self.web_port = free_port()
         # The Procfile's commands, bound to loopback.
         self._spawn(
             "web",
@@ -187,7 +208,7 @@ class Stack:
                 ],
             )
         self._spawn(
-            "scheduler", [f"{BIN}/flask", "--app", "app", "jobs", "scheduler", "--interval", "1"]
+            "scheduler", [f"{BIN}/flask", "--app", "app", "jobs", "scheduler", "--interval", "0.25"]
         )
         wait_for(self._healthy, 90, "gunicorn /healthz")
         wait_for(self._workers_up, 60, "rq workers")
@@ -234,18 +255,45 @@ class Stack:
     # -- memory (B6) ---------------------------------------------------------------------
 
     def resident_memory(self) -> dict[str, dict]:
-        """RSS of each role: the process we started and everything under it."""
+        """RSS of each role (the process we started and everything under it), and of each
+        of those processes under its own name (``process_roles``)."""
         report = {}
         for proc in self.procs:
-            pids = [proc.popen.pid, *descendants(proc.popen.pid)]
-            sizes = {pid: rss_kib(pid) for pid in pids}
-            sizes = {pid: kib for pid, kib in sizes.items() if kib}
+            each = [
+                {"pid": pid, "process": name, "rss_mib": round(kib / 1024, 1)}
+                for pid, name in self.process_roles(proc)
+                if (kib := rss_kib(pid))
+            ]
             report[proc.name] = {
-                "processes": len(sizes),
-                "rss_mib_total": round(sum(sizes.values()) / 1024, 1),
-                "rss_mib_each": [round(k / 1024, 1) for k in sizes.values()],
+                "processes": len(each),
+                "rss_mib_total": round(sum(p["rss_mib"] for p in each), 1),
+                "rss_mib_each": [p["rss_mib"] for p in each],
+                "each": each,
             }
         return report
+
+    def process_roles(self, proc: Proc) -> list[tuple[int, str]]:
+        """(pid, name) of the process we started and each process under it.
+
+        gunicorn: its master and each worker (numbered by pid). An RQ worker: the process
+        that runs the jobs (``AppWorker`` is a ``SimpleWorker``: no work horse), the
+        scheduler RQ forks for ``--with-scheduler`` (pid from the worker's log), and any
+        other child as a work horse (a forking worker class makes one per job)."""
+        root = proc.popen.pid
+        children = sorted(descendants(root))
+        if proc.name == "web":
+            return [(root, "web master")] + [
+                (pid, f"web worker {n}") for n, pid in enumerate(children, 1)
+            ]
+        if proc.name.startswith("worker"):
+            found = re.findall(r"Scheduler for .* started with PID (\d+)", self._log(proc.name))
+            scheduler_pids = {int(pid) for pid in found}
+            return [(root, f"{proc.name} (runs jobs)")] + [
+                (pid, f"{proc.name} rq scheduler" if pid in scheduler_pids
+                 else f"{proc.name} work horse")
+                for pid in children
+            ]  # fmt: skip
+        return [(root, proc.name)] + [(pid, f"{proc.name} child") for pid in children]
 
 
 def descendants(pid: int) -> list[int]:

@@ -35,7 +35,9 @@ SEND_BATCH = 50  # texts per send job
 # A slot this close is waited for in the job (the turn check sleeps); a later one gets
 # its own job at the slot.
 WAIT_IN_JOB = timedelta(milliseconds=MAX_TURN_WAIT_MS)
-DEFERRED = "deferred to its sender's slot"
+DEFERRED = "deferred to its turn"
+# A text waiting for an earlier one of its conversation is asked for again this soon.
+CONVERSATION_RECHECK_SECONDS = 1.0
 
 
 def send_batch(message_ids: tuple[int, ...]) -> str:
@@ -63,18 +65,18 @@ def send_batch(message_ids: tuple[int, ...]) -> str:
     later = [row[0] for row in due if row[0] not in firsts.values()]
 
     now = utcnow()
-    claims, refused = [], {}
+    claims, waiting = [], []
     for message_id in firsts.values():
         try:
             claimed = outbox.claim(db.session, message_id, now)
-        except TemporarySendError as exc:  # an earlier text of the conversation is unsent
-            refused[message_id] = exc
+        except outbox.EarlierTextUnsent:
+            waiting.append(message_id)  # asked for again in a moment, after that one
             continue
         if claimed is not None:
             claims.append(claimed)
     db.session.commit()
 
-    outcomes = dict(refused)
+    outcomes: dict = dict.fromkeys(waiting, DEFERRED)
     if claims:
         outcomes.update(
             outbox.deliver_many(
@@ -85,6 +87,7 @@ def send_batch(message_ids: tuple[int, ...]) -> str:
     _start_answer_windows([i for i, o in outcomes.items() if o in outbox.ACCEPTED])
     # Texts whose number had sent too recently: back in the set of the second of its turn.
     turns = {i: o.wait for i, o in outcomes.items() if isinstance(o, NotYourTurn)}
+    turns.update(dict.fromkeys(waiting, CONVERSATION_RECHECK_SECONDS))
     if turns:
         _wait_for_seconds(turns)
         outcomes.update(dict.fromkeys(turns, DEFERRED))

@@ -43,7 +43,7 @@ VARIABLES: dict[str, str] = {
     "default 60",
     "SMS_SENDER_RATE": "texts per second from one sender number, across all workers; default 1 "
     "(a Twilio long code); 0 turns the limit off",
-    "SEND_CONCURRENCY": "texts in flight at once in each worker; default 8",
+    "SEND_CONCURRENCY": "texts in flight at once in each worker; default 16",
 }
 
 REQUIRED_IN_PRODUCTION = (
@@ -211,7 +211,7 @@ def from_environment(environ: Mapping[str, str], instance_path: Path) -> dict:
         # Sending: each sender number's rate, shared by every worker through Redis
         # (recovery/messaging/pace.py), and how many texts one worker has in flight.
         "SMS_SENDER_RATE": _rate(environ, "SMS_SENDER_RATE", DEFAULT_SMS_SENDER_RATE),
-        "SEND_CONCURRENCY": _positive_whole(environ, "SEND_CONCURRENCY", 8, "texts"),
+        "SEND_CONCURRENCY": _positive_whole(environ, "SEND_CONCURRENCY", 16, "texts"),
         "SESSION_COOKIE_SECURE": production,
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -215,6 +215,11 @@ ACCEPTED = (Delivery.SENT, Delivery.FOUND)
 LOOKUP_SKEW = timedelta(minutes=2)
 
 
+class EarlierTextUnsent(TemporarySendError):
+    """A text of the same conversation (sender and phone) written earlier is not sent
+    yet: this one waits for it (nothing was claimed)."""
+
+
 @dataclass(frozen=True)
 class Claim:
     message_id: int
@@ -241,7 +246,7 @@ def claim(session: Session, message_id: int, now: datetime) -> Claim | None:
         return None
     if _earlier_unsent(session, message, now):
         # The customer reads a conversation in order: this one goes after those.
-        raise TemporarySendError("an earlier text to this phone is not sent yet")
+        raise EarlierTextUnsent("an earlier text to this phone is not sent yet")
     look_up_first = message.status == MessageStatus.SENDING
     message.status = MessageStatus.SENDING
     message.send_attempts += 1

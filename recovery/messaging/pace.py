@@ -72,9 +72,10 @@ return 0
 """
 
 
-# A turn this close is waited for in the sending thread; a later one is not (the text is
-# put back and sent in the second of its turn), so threads never idle for long.
-MAX_TURN_WAIT_MS = 100
+# A turn this close is waited for in the sending thread (a text that came to its slot a
+# little late, after its number's previous one); a later one is not: the text is put
+# back and sent in the second of its turn, so a thread never idles for long.
+MAX_TURN_WAIT_MS = 1000
 
 
 class NotYourTurn(TemporarySendError):

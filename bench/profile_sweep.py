@@ -1,0 +1,80 @@
+"""Profile of the sweep catching up after an outage: ``python -m bench.profile_sweep [N]``.
+
+Seeds ``N`` offers already due (as B4 does: 20 openings per shop, their exact-time jobs
+lost), then runs the app's own sweep in this process under pyinstrument, with the real
+RQ dispatcher (jobs go to Redis; no worker takes them, so only the sweep is measured).
+Prints the wall and CPU time and the top of the profile; ``run`` returns them for
+``python -m bench``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+from pyinstrument import Profiler
+from redis import Redis
+
+from bench import data
+from bench.stack import REDIS_URL, driver_app, migrate, recreate_database
+from bench.sweep_bench import OPENINGS_PER_SHOP
+
+
+def seed_due_offers(app, offers: int) -> list[int]:
+    conn = data.connect()
+    shops = data.make_shops(app, conn, count=max(1, offers // OPENINGS_PER_SHOP), resources=2)
+    per_shop = offers // len(shops)
+    data.add_customers(conn, shops, per_shop=per_shop, label=data.OFFERED, settled=False)
+    data.add_customers(conn, shops, per_shop=2 * per_shop, label=data.SPARE, settled=True)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+    data.add_owner_bookings(conn, shops, per_shop, "cancelled", start)
+    data.open_cancelled(conn, shops)
+    now = datetime.now(UTC)
+    data.offer_openings(
+        conn, shops, sent_at=now - timedelta(minutes=16),
+        first_expiry=now - timedelta(minutes=1), spacing_s=0,
+    )  # fmt: skip
+    conn.execute("ANALYZE")
+    conn.close()
+    return [s.shop_id for s in shops]
+
+
+def run(app, offers: int, top_lines: int = 45) -> dict:
+    from recovery.db import db, utcnow
+    from recovery.sweep import sweep
+
+    seed_due_offers(app, offers)
+    Redis.from_url(REDIS_URL).flushdb()
+    profiler = Profiler(interval=0.0005)
+    with app.app_context():
+        wall, cpu = time.perf_counter(), time.process_time()
+        profiler.start()
+        totals = sweep(db.session, utcnow, max_batches=10_000)
+        profiler.stop()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        db.session.remove()
+    text = profiler.output_text(unicode=False, color=False, show_all=False)
+    Redis.from_url(REDIS_URL).flushdb()
+    return {
+        "offers": offers,
+        "totals": totals,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "cpu_ms_per_offer": round(cpu * 1000 / max(1, offers), 2),
+        "profile_text": "\n".join(text.splitlines()[:top_lines]),
+    }
+
+
+def main() -> None:
+    offers = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000
+    recreate_database()
+    app = driver_app()
+    migrate(app)
+    result = run(app, offers)
+    print(result["profile_text"])
+    print({k: v for k, v in result.items() if k != "profile_text"})
+
+
+if __name__ == "__main__":
+    main()
