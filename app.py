@@ -9,7 +9,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Request, request
+from flask.sessions import SecureCookieSessionInterface
 from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -33,6 +34,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # route of a customer link, never its token.
     logging.getLogger("werkzeug").addFilter(_redact_link_tokens)
 
+    app.session_interface = _NoSessionForWebhooks()
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
@@ -67,13 +69,38 @@ def _init_proxy(app: Flask) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)
 
 
+# Providers' webhooks (Twilio's and Stripe's blueprints). They are authenticated by the
+# provider's signature and never sent by a browser: no cookie, session, sign-in, CSRF
+# token or sign-in throttle applies to them, and each of those costs CPU on every call
+# (BENCHMARKS.md, B3). Security headers and the body limit still apply.
+WEBHOOKS_PREFIX = "/webhooks/"
+
+
+def is_webhook(req: Request) -> bool:
+    return req.path.startswith(WEBHOOKS_PREFIX)
+
+
+class _NoSessionForWebhooks(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, except that a webhook gets the empty null session
+    (reads find nothing, writes fail) instead of a cookie being looked for and parsed,
+    and no ``Vary: Cookie``. Decided by path: the session opens before the URL is
+    matched to a blueprint."""
+
+    def open_session(self, app: Flask, req: Request):
+        if is_webhook(req):
+            return self.make_null_session(app)
+        return super().open_session(app, req)
+
+
 def _init_throttle(app: Flask) -> None:
     from admin.auth import bp as auth_bp
     from admin.throttle import init_throttle
     from admin.two_factor import bp as two_factor_bp
 
     # Backoff per account and address, and a route-level ceiling on the sign-in POSTs.
-    init_throttle(app, auth_bp, two_factor_bp)
+    limiter = init_throttle(app, auth_bp, two_factor_bp)
+    # No limit applies to webhooks: skip resolving the limits of every call.
+    limiter.request_filter(lambda: is_webhook(request))
 
 
 def _engine_options(cfg: dict) -> dict:

@@ -328,3 +328,37 @@ def test_yes_after_saying_no_is_told_there_is_no_offer(client, session, offered)
     assert reply_text(signed_post(client, "yes", s.customers[0].phone)).startswith(
         "You have no open offer right now"
     )
+
+
+def test_the_answer_is_secured_and_sessionless(client, session, offered):
+    """Webhooks skip the cookie session and the sign-in throttle (app.py), not the
+    security headers; a staff cookie sent along is not even read."""
+    s, _, _ = offered
+    client.set_cookie("session", "not-a-staff-session")
+    response = signed_post(client, "HELP", s.customers[0].phone)
+    assert response.status_code == 200
+    headers = response.headers
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+    assert headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
+    assert "Set-Cookie" not in headers and "Vary" not in headers
+
+
+def test_the_twiml_is_the_twilio_sdks(client, session, offered):
+    """The answer is written out by hand (recovery/http/twilio.py): the same bytes as the
+    SDK's MessagingResponse, markup in a shop's name escaped."""
+    from twilio.twiml.messaging_response import MessagingResponse
+
+    s, _, _ = offered
+    s.shop.name = 'Cut & <Dye> "Bar"'
+    session.commit()
+    answer = signed_post(client, "HELP", s.customers[0].phone)
+    expected = MessagingResponse()
+    expected.message(reply_text(answer))
+    assert answer.get_data(as_text=True) == str(expected)
+    assert reply_text(answer).startswith('Cut & <Dye> "Bar"')
+    duplicate = signed_post(client, "HELP", s.customers[0].phone, sid="SM" + "f" * 32)
+    again = signed_post(client, "HELP", s.customers[0].phone, sid="SM" + "f" * 32)
+    assert duplicate.status_code == again.status_code == 200
+    assert again.get_data(as_text=True) == str(MessagingResponse())

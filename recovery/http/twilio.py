@@ -6,10 +6,10 @@ import hmac
 import logging
 import re
 from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
 
 from flask import Blueprint, Response, abort, current_app, request
 from twilio.request_validator import RequestValidator
-from twilio.twiml.messaging_response import MessagingResponse
 
 from recovery.db import db, utcnow
 from recovery.models import Message
@@ -58,17 +58,25 @@ def verify_signature() -> None:
         abort(403)
 
 
+TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response />'
+TWIML_MESSAGE = '<?xml version="1.0" encoding="UTF-8"?><Response><Message>{}</Message></Response>'
+
+
 def twiml(text: str | None) -> Response:
-    response = MessagingResponse()
-    if text:
-        response.message(text)
-    return Response(str(response), mimetype="application/xml")
+    """The answer in TwiML: the text as one ``<Message>``, or nothing to send.
+
+    The same bytes as the Twilio SDK's ``MessagingResponse`` (tested), written out here
+    because its ElementTree build took 0.1 ms of CPU a text. The text is escaped as
+    ElementTree escapes element text (``&``, ``<``, ``>``)."""
+    body = TWIML_MESSAGE.format(escape(text)) if text else TWIML_EMPTY
+    return Response(body, mimetype="application/xml")
 
 
 def _field(*names: str) -> str:
     """The first non-empty form field of ``names``. PostgreSQL text cannot hold NUL, so it
     is dropped here rather than failing the delivery (Twilio would retry a 5xx forever)."""
-    value = next((request.form[n] for n in names if request.form.get(n)), "")
+    form = request.form
+    value = next((form[n] for n in names if form.get(n)), "")
     return value.replace("\x00", "")
 
 
