@@ -303,7 +303,9 @@ def markdown(r: dict) -> str:
     for run in r.get("B3", []):
         lines.append(
             f"| B3 | webhook at {run['rate']} req/s for {run['seconds']} s, "
-            f"{run['n']} requests, {run['errors']} errors | {_ms(run['p50'])} | "
+            f"{run['n']} requests, {run['errors']} errors; web CPU "
+            f"{run['cpu_ms_per_request'].get('web', float('nan')):.1f} ms per request "
+            f"(target ≤ 5 ms) | {_ms(run['p50'])} | "
             f"{_ms(run['p99'])} | p99 ≤ 50 ms at 100 req/s | "
             + (_met(run["p99"], 50) if run["rate"] == 100 else "–")
             + " |"

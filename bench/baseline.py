@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 
@@ -35,7 +35,6 @@ from bench.stats import percentile, summary
 
 BATCH = 25  # offers per cron run
 INTERVAL_S = 300  # a cron every 5 minutes
-OPENINGS_PER_SHOP = 20  # as B4
 
 
 def cron_run(session, sender, now: datetime) -> list[dict]:
@@ -86,22 +85,7 @@ def seed(app, offers: int) -> list[int]:
     """``offers`` due offers in shops of 20 openings with 40 customers waiting (B4's shape,
     made by the same functions). Returns the shops."""
     conn = data.connect()
-    shops = data.make_shops(app, conn, count=max(1, offers // OPENINGS_PER_SHOP), resources=2)
-    per_shop = offers // len(shops)
-    data.add_customers(conn, shops, per_shop=per_shop, label=data.OFFERED, settled=False)
-    data.add_customers(conn, shops, per_shop=2 * per_shop, label=data.SPARE, settled=True)
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
-    data.add_owner_bookings(conn, shops, per_shop, "cancelled", start)
-    data.open_cancelled(conn, shops)
-    now = datetime.now(UTC)
-    data.offer_openings(
-        conn,
-        shops,
-        sent_at=now - timedelta(minutes=16),
-        first_expiry=now - timedelta(minutes=1),
-        spacing_s=0,
-    )
-    conn.execute("ANALYZE")
+    shops = data.seed_due_offers(app, conn, offers)
     conn.close()
     return [s.shop_id for s in shops]
 

@@ -21,7 +21,7 @@ import time
 from datetime import date, timedelta
 
 from bench import dashboard_bench, data
-from bench.stats import summary
+from bench.stats import time_page
 
 PASSWORD = "bench-calendar-pw"
 EMAIL = "calendar@bench.example"
@@ -172,18 +172,10 @@ def _logged_in(app):
 
 
 def _time(client, url: str, requests: int, expect_bookings: int) -> dict:
-    for _ in range(3):  # warm the connection pool, template cache and PostgreSQL's caches
-        client.get(url)
-    times = []
-    for _ in range(requests):
-        t0 = time.perf_counter()
-        response = client.get(url)
-        body = response.get_data()
-        times.append((time.perf_counter() - t0) * 1000)
-        assert response.status_code == 200, response.status_code
-    shown = len(ITEM_RE.findall(body.decode()))
+    timed, page = time_page(client, url, requests)
+    shown = len(ITEM_RE.findall(page))
     assert shown == expect_bookings, (shown, expect_bookings)
-    return {**summary(times), "bytes": len(body), "bookings_shown": shown}
+    return {**timed, "bytes": len(page.encode()), "bookings_shown": shown}
 
 
 def run(app, resources: int, per_day: int, requests: int, history_days: int = 0) -> dict:

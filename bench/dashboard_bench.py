@@ -12,32 +12,22 @@ from the HTML, so a page that quietly counted nothing would be noticed.
 from __future__ import annotations
 
 import re
-import time
 from datetime import date, timedelta
 
-from bench.stats import summary
+from bench.stats import time_page
 
 FILLED_RE = re.compile(r"(\d+) filled of (\d+) openings")
 SMS_RE = re.compile(r'data-metric="sms">\s*(\d+)')
 
 
 def _time(client, url: str, requests: int) -> dict:
-    for _ in range(3):  # warm the connection pool, template cache and PostgreSQL's caches
-        client.get(url)
-    times = []
-    for _ in range(requests):
-        t0 = time.perf_counter()
-        response = client.get(url)
-        body = response.get_data()
-        times.append((time.perf_counter() - t0) * 1000)
-        assert response.status_code == 200, response.status_code
-    page = body.decode()
+    timed, page = time_page(client, url, requests)
     filled = FILLED_RE.search(page)
     sms = SMS_RE.search(page)
     assert filled and sms, "the dashboard showed no metrics"
     return {
-        **summary(times),
-        "bytes": len(body),
+        **timed,
+        "bytes": len(page.encode()),
         "openings_shown": int(filled.group(2)),
         "filled_shown": int(filled.group(1)),
         "sms_shown": int(sms.group(1)),

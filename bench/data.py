@@ -8,7 +8,7 @@ INSERT ... SELECT statements.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 import psycopg
 from flask import Flask
@@ -502,3 +502,28 @@ def _history_payments(conn: psycopg.Connection, p: dict) -> None:
         """,
         p,
     )
+
+
+OPENINGS_PER_SHOP = 20  # B4's shape: 20 openings a shop, 40 customers waiting in each
+
+
+def seed_due_offers(app: Flask, conn: psycopg.Connection, offers: int) -> list[ShopRow]:
+    """``offers`` offers already due (sent 16 minutes ago, expired a minute ago, their
+    exact-time jobs lost as after an outage), one per opening, in shops of B4's shape."""
+    shops = make_shops(app, conn, count=max(1, offers // OPENINGS_PER_SHOP), resources=2)
+    per_shop = offers // len(shops)
+    add_customers(conn, shops, per_shop=per_shop, label=OFFERED, settled=False)
+    add_customers(conn, shops, per_shop=2 * per_shop, label=SPARE, settled=True)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
+    add_owner_bookings(conn, shops, per_shop, "cancelled", start)
+    open_cancelled(conn, shops)
+    now = datetime.now(UTC)
+    offer_openings(
+        conn,
+        shops,
+        sent_at=now - timedelta(minutes=16),
+        first_expiry=now - timedelta(minutes=1),
+        spacing_s=0,
+    )
+    conn.execute("ANALYZE")
+    return shops

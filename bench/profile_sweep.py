@@ -11,40 +11,21 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 
 from pyinstrument import Profiler
 from redis import Redis
 
 from bench import data
 from bench.stack import REDIS_URL, driver_app, migrate, recreate_database
-from bench.sweep_bench import OPENINGS_PER_SHOP
-
-
-def seed_due_offers(app, offers: int) -> list[int]:
-    conn = data.connect()
-    shops = data.make_shops(app, conn, count=max(1, offers // OPENINGS_PER_SHOP), resources=2)
-    per_shop = offers // len(shops)
-    data.add_customers(conn, shops, per_shop=per_shop, label=data.OFFERED, settled=False)
-    data.add_customers(conn, shops, per_shop=2 * per_shop, label=data.SPARE, settled=True)
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
-    data.add_owner_bookings(conn, shops, per_shop, "cancelled", start)
-    data.open_cancelled(conn, shops)
-    now = datetime.now(UTC)
-    data.offer_openings(
-        conn, shops, sent_at=now - timedelta(minutes=16),
-        first_expiry=now - timedelta(minutes=1), spacing_s=0,
-    )  # fmt: skip
-    conn.execute("ANALYZE")
-    conn.close()
-    return [s.shop_id for s in shops]
 
 
 def run(app, offers: int, top_lines: int = 45) -> dict:
     from recovery.db import db, utcnow
     from recovery.sweep import sweep
 
-    seed_due_offers(app, offers)
+    conn = data.connect()
+    data.seed_due_offers(app, conn, offers)
+    conn.close()
     Redis.from_url(REDIS_URL).flushdb()
     profiler = Profiler(interval=0.0005)
     with app.app_context():

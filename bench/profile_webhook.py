@@ -36,11 +36,9 @@ import io
 import logging
 import os
 import random
-import secrets
 import sys
 import time
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -51,12 +49,11 @@ from redis import Redis
 from twilio.request_validator import RequestValidator
 from werkzeug.test import EnvironBuilder
 
-from bench import data
-from bench.fake_provider import ACCOUNT_SID, AUTH_TOKEN
+from bench import webhook_load
+from bench.fake_provider import AUTH_TOKEN
 from bench.stack import REDIS_URL, ROOT, Stack
+from bench.webhook_load import KINDS
 
-KINDS = ("YES", "NO", "HELP", "UNKNOWN")
-BODIES = {"YES": "Yes", "NO": "no", "HELP": "HELP", "UNKNOWN": "hello?"}
 PATH = "/webhooks/twilio/sms"
 WEB_PORT = 8000  # never bound: only the URL Twilio would have signed
 PROFILE_LINES = 60  # of the profile's text in the returned dict
@@ -69,56 +66,6 @@ def web_app() -> Flask:
 
     env = Stack(web_port=WEB_PORT).env()
     return create_app(config.from_environment(env, ROOT / "instance"))
-
-
-def _seed(app: Flask, per_kind: int, rng: random.Random) -> list[tuple[str, dict[str, str]]]:
-    """B3's data for ``4 * per_kind`` requests (as ``bench.webhook_load.prepare``), and
-    the requests' (kind, form) in B3's order."""
-    conn = data.connect()
-    shops = data.make_shops(app, conn, count=20, resources=5, deposit=True)
-    per_shop = -(-2 * per_kind // len(shops))  # live offers: one per YES and per NO
-    data.add_customers(conn, shops, per_shop=per_shop, label=data.OFFERED, settled=False)
-    data.add_customers(conn, shops, per_shop=per_shop, label=data.SPARE, settled=True)
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
-    data.add_owner_bookings(conn, shops, per_shop, "cancelled", start)
-    data.open_cancelled(conn, shops)
-    data.offer_openings(
-        conn,
-        shops,
-        sent_at=datetime.now(UTC),
-        first_expiry=datetime.now(UTC) + timedelta(hours=2),
-        spacing_s=0,
-    )
-    conn.execute("ANALYZE")
-    holders = conn.execute(
-        "SELECT c.phone, s.sms_from_number FROM slot_offers o "
-        "JOIN customers c ON c.id = o.customer_id JOIN shops s ON s.id = c.shop_id "
-        "WHERE o.status = 'sent' AND c.shop_id = ANY(%s) ORDER BY random()",
-        ([s.shop_id for s in shops],),
-    ).fetchall()
-    conn.close()
-    yes_from, no_from = holders[:per_kind], holders[per_kind : 2 * per_kind]
-    mix = []
-    for i in range(4 * per_kind):
-        kind = KINDS[i % 4]
-        if kind == "YES":
-            sender, to = yes_from[i // 4]
-        elif kind == "NO":
-            sender, to = no_from[i // 4]
-        elif kind == "HELP":
-            sender, to = rng.choice(holders)
-        else:
-            sender, to = f"+4474{rng.randrange(10**8):08d}", shops[0].number
-        form = {
-            "MessageSid": "SM" + secrets.token_hex(16),  # never one an earlier run used
-            "AccountSid": ACCOUNT_SID,
-            "From": sender,
-            "To": to,
-            "Body": BODIES[kind],
-            "NumSegments": "1",
-        }
-        mix.append((kind, form))
-    return mix
 
 
 def _environ(base_url: str, form: dict[str, str]) -> tuple[dict, bytes]:
@@ -163,7 +110,9 @@ Request = tuple[str, dict, bytes]  # kind, WSGI environ, body
 
 def _requests(web: Flask, app: Flask, per_kind: int, rng: random.Random) -> list[Request]:
     base_url = web.config["PUBLIC_BASE_URL"]
-    return [(kind, *_environ(base_url, form)) for kind, form in _seed(app, per_kind, rng)]
+    return [
+        (kind, *_environ(base_url, form)) for kind, form in webhook_load.mix(app, per_kind, rng)
+    ]
 
 
 def _pass(web: Flask, requests: list[Request]) -> dict[str, list[float]]:
@@ -329,12 +278,12 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # fields 14, 15
 
 
-def _snapshot(stack: Stack) -> dict[str, dict[int, float]]:
+def cpu_snapshot(stack: Stack) -> dict[str, dict[int, float]]:
     roles = _role_pids(stack)
     return {role: {pid: _cpu_seconds(pid) for pid in pids} for role, pids in roles.items()}
 
 
-def _ms_per_request(before: dict, after: dict, n: int) -> dict[str, float]:
+def ms_per_request(before: dict, after: dict, n: int) -> dict[str, float]:
     """Each role's CPU between two snapshots per request. A process that appeared in
     between (a new database connection) counts from zero; one that ended is lost."""
     return {
@@ -381,14 +330,14 @@ def run_stack(app: Flask, rate: int, seconds: int) -> dict:
         stack.start()
         webhook_load.warm_up(stack)
         requests, kinds = webhook_load.prepare(stack, app, rate, seconds)
-        before = _snapshot(stack)
+        before = cpu_snapshot(stack)
         results, worst_lag = asyncio.run(webhook_load._open_loop(stack.web_port, requests, rate))
-        done = _snapshot(stack)
+        done = cpu_snapshot(stack)
         stack_idle = time.monotonic() + 120
         while not stack.queue_idle() and time.monotonic() < stack_idle:
             time.sleep(0.5)
         time.sleep(1)
-        drained = _snapshot(stack)
+        drained = cpu_snapshot(stack)
     finally:
         stack.stop()
     n = len(requests)
@@ -399,8 +348,8 @@ def run_stack(app: Flask, rate: int, seconds: int) -> dict:
         "errors": sum(1 for _, status in results if status != 200),
         "sender_worst_lag_ms": round(worst_lag * 1000, 1),
         # CPU per request while the load ran, and until the workers had drained the queue.
-        "cpu_ms_per_request": _ms_per_request(before, done, n),
-        "cpu_ms_per_request_drained": _ms_per_request(before, drained, n),
+        "cpu_ms_per_request": ms_per_request(before, done, n),
+        "cpu_ms_per_request_drained": ms_per_request(before, drained, n),
         "by_kind": {
             kind: summary([ms for (ms, _), k in zip(results, kinds, strict=True) if k == kind])
             for kind in KINDS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Sequence
 
 
@@ -33,3 +34,18 @@ def over_runs(runs: list[dict]) -> dict:
         "p99": statistics.median(r["p99"] for r in runs),
         "p99_worst_run": max(r["p99"] for r in runs),
     }
+
+
+def time_page(client, url: str, requests: int) -> tuple[dict, str]:
+    """``requests`` timed GETs of ``url`` after three unmeasured; the summary in ms and
+    the last page."""
+    for _ in range(3):  # warm the connection pool, template cache and PostgreSQL's caches
+        client.get(url)
+    times = []
+    for _ in range(requests):
+        t0 = time.perf_counter()
+        response = client.get(url)
+        body = response.get_data()
+        times.append((time.perf_counter() - t0) * 1000)
+        assert response.status_code == 200, response.status_code
+    return summary(times), body.decode()

@@ -9,7 +9,6 @@ of the 10,000 next-offer SMS is accepted by the fake provider.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
 
 from redis import Redis
 from rq import Queue
@@ -17,27 +16,10 @@ from rq import Queue
 from bench import data
 from bench.stack import REDIS_URL, Stack, wait_for
 
-OPENINGS_PER_SHOP = 20
-
 
 def run(stack: Stack, app, offers: int) -> dict:
     conn = data.connect()
-    shops = data.make_shops(app, conn, count=max(1, offers // OPENINGS_PER_SHOP), resources=2)
-    per_shop = offers // len(shops)
-    data.add_customers(conn, shops, per_shop=per_shop, label=data.OFFERED, settled=False)
-    data.add_customers(conn, shops, per_shop=2 * per_shop, label=data.SPARE, settled=True)
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3)
-    data.add_owner_bookings(conn, shops, per_shop, "cancelled", start)
-    data.open_cancelled(conn, shops)
-    now = datetime.now(UTC)
-    data.offer_openings(
-        conn,
-        shops,
-        sent_at=now - timedelta(minutes=16),
-        first_expiry=now - timedelta(minutes=1),
-        spacing_s=0,
-    )
-    conn.execute("ANALYZE")
+    shops = data.seed_due_offers(app, conn, offers)
     shop_ids = [s.shop_id for s in shops]
     total = conn.execute(
         "SELECT count(*) FROM slot_offers o JOIN slot_openings s ON s.id = o.slot_opening_id "

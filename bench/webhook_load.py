@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
@@ -42,9 +43,13 @@ def _request(stack: Stack, params: dict[str, str]) -> bytes:
     return head.encode() + body
 
 
-def prepare(stack: Stack, app, rate: int, seconds: int) -> tuple[list[bytes], list[str]]:
-    total = rate * seconds
-    per_kind = -(-total // 4)
+KINDS = ("YES", "NO", "HELP", "UNKNOWN")
+BODIES = {"YES": "Yes", "NO": "no", "HELP": "HELP", "UNKNOWN": "hello?"}
+
+
+def mix(app, per_kind: int, rng: random.Random) -> list[tuple[str, dict[str, str]]]:
+    """B3's data for ``4 * per_kind`` requests, and the requests' (kind, form) in B3's
+    order (also what ``bench.profile_webhook`` profiles)."""
     conn = data.connect()
     shops = data.make_shops(app, conn, count=20, resources=5, deposit=True)
     per_shop = -(-2 * per_kind // len(shops))  # live offers: one per YES and per NO
@@ -69,10 +74,9 @@ def prepare(stack: Stack, app, rate: int, seconds: int) -> tuple[list[bytes], li
     ).fetchall()
     conn.close()
     yes_from, no_from = holders[:per_kind], holders[per_kind : 2 * per_kind]
-    rng = random.Random(rate)
-    requests, kinds = [], []
-    for i in range(total):
-        kind = ("YES", "NO", "HELP", "UNKNOWN")[i % 4]
+    mix = []
+    for i in range(4 * per_kind):
+        kind = KINDS[i % 4]
         if kind == "YES":
             sender, to = yes_from[i // 4]
         elif kind == "NO":
@@ -81,17 +85,22 @@ def prepare(stack: Stack, app, rate: int, seconds: int) -> tuple[list[bytes], li
             sender, to = rng.choice(holders)
         else:
             sender, to = f"+4474{rng.randrange(10**8):08d}", shops[0].number
-        params = {
-            "MessageSid": f"SM{next(_sids):032x}",
+        form = {
+            "MessageSid": "SM" + secrets.token_hex(16),  # never one an earlier run used
             "AccountSid": ACCOUNT_SID,
             "From": sender,
             "To": to,
-            "Body": {"YES": "Yes", "NO": "no", "HELP": "HELP", "UNKNOWN": "hello?"}[kind],
+            "Body": BODIES[kind],
             "NumSegments": "1",
         }
-        requests.append(_request(stack, params))
-        kinds.append(kind)
-    return requests, kinds
+        mix.append((kind, form))
+    return mix
+
+
+def prepare(stack: Stack, app, rate: int, seconds: int) -> tuple[list[bytes], list[str]]:
+    total = rate * seconds
+    requests = mix(app, -(-total // 4), random.Random(rate))[:total]
+    return [_request(stack, form) for _, form in requests], [kind for kind, _ in requests]
 
 
 async def _send(port: int, payload: bytes) -> tuple[float, int]:
@@ -142,8 +151,13 @@ def warm_up(stack: Stack, rate: int = 20, seconds: int = 5) -> None:
 
 
 def run_rate(stack: Stack, app, rate: int, seconds: int) -> dict:
+    from bench.profile_webhook import cpu_snapshot, ms_per_request
+
     requests, kinds = prepare(stack, app, rate, seconds)
+    before = cpu_snapshot(stack)
     results, worst_lag = asyncio.run(_open_loop(stack.web_port, requests, rate))
+    # Process CPU time over requests, per role (web: gunicorn's master and workers).
+    cpu_ms = ms_per_request(before, cpu_snapshot(stack), len(requests))
     latencies = [ms for ms, _ in results]
     errors = sum(1 for _, status in results if status != 200)
     by_kind = {}
@@ -156,5 +170,6 @@ def run_rate(stack: Stack, app, rate: int, seconds: int) -> dict:
         **summary(latencies),
         "errors": errors,
         "sender_worst_lag_ms": round(worst_lag * 1000, 1),
+        "cpu_ms_per_request": cpu_ms,
         "by_kind": by_kind,
     }

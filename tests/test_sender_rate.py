@@ -25,7 +25,8 @@ from tests import factories as f
 from tests.conftest import REDIS_URL
 from tests.fake_twilio import FakeTwilio
 from tests.fault_support import settle
-from tests.processes import BIN, process_env, running, wait_until, worker_cmd
+from tests.processes import BIN, running, wait_until, worker_cmd
+from tests.test_faults_crashes import twilio_env
 
 RATE = 4.0  # texts per second per sender number in these tests
 WORKER = worker_cmd(REDIS_URL, with_scheduler=True)  # the Procfile's: RQ retries need it
@@ -64,18 +65,6 @@ def provider(arrivals: Arrivals):
         yield fake
 
 
-def env_for(database_url: str, fake: FakeTwilio, **extra: str) -> dict[str, str]:
-    return process_env(
-        database_url,
-        REDIS_URL,
-        TWILIO_ACCOUNT_SID=fake.account_sid,
-        TWILIO_AUTH_TOKEN=fake.auth_token,
-        TWILIO_FROM_NUMBER="+447700900000",
-        TWILIO_API_BASE_URL=fake.base_url,
-        **extra,
-    )
-
-
 def texts_from(session, number: str, count: int) -> list[int]:
     """``count`` texts queued from a shop with its own ``number``, one per customer."""
     shop = f.shop(session, sms_from_number=number)
@@ -98,7 +87,7 @@ def test_a_pool_of_workers_keeps_each_sender_number_to_its_rate(
     one interval apart, so a number never goes faster than its rate."""
     busy, quiet = "+447700900101", "+447700900102"
     ids = texts_from(committed, busy, 12) + texts_from(committed, quiet, 6)
-    env = env_for(database_url, provider, SMS_SENDER_RATE=str(RATE))
+    env = twilio_env(database_url, provider, SMS_SENDER_RATE=str(RATE))
     with (
         running(SCHEDULER, env),
         running(WORKER, env) as w1,
@@ -135,7 +124,7 @@ def test_a_429_backs_off_and_keeps_the_conversation_in_order(
         for body in ("First.", "Second.", "Third.")
     ]
     provider.fail_next(1, status=429)
-    env = env_for(database_url, provider, SMS_SENDER_RATE=str(RATE))
+    env = twilio_env(database_url, provider, SMS_SENDER_RATE=str(RATE))
     with running(SCHEDULER, env), running(WORKER, env) as worker, running(WORKER, env):
         committed.commit()
         wait_until(lambda: len(arrivals) >= 3, 60, "the three texts", worker)
@@ -180,7 +169,7 @@ def test_a_worker_killed_mid_batch_neither_loses_nor_repeats_a_text(
     started. The sweep and a new worker finish the batch: every text reaches the provider
     exactly once."""
     ids = texts_from(committed, "+447700900104", 20)
-    env = env_for(database_url, provider, SMS_SENDER_RATE="0", SEND_CONCURRENCY="4")
+    env = twilio_env(database_url, provider, SMS_SENDER_RATE="0", SEND_CONCURRENCY="4")
     provider.hold()
     with running(WORKER, env) as worker:
         committed.commit()
