@@ -33,7 +33,7 @@ test: lint ## Lint, then the whole test suite (needs PostgreSQL and Redis on 127
 	$(BIN)/python -m tests.preflight
 	$(BIN)/pytest
 
-bench: $(VENV)/.dev ## Benchmarks on real processes (~15 min; BENCH_ARGS=--quick for a smoke run)
+bench: $(VENV)/.dev ## Benchmarks on real processes (~30 min; BENCH_ARGS=--quick for a smoke run)
 	$(BIN)/python -m bench --write-doc $(BENCH_ARGS)
 
 # Not part of `make test`: it needs the advisory data online (PyPI's JSON API, or OSV with
