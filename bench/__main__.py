@@ -242,14 +242,9 @@ def bench_app():
 
 def fresh_database(app):
     """Close the app's connections, recreate the database and migrate it again."""
-    from recovery.db import db
+    from tests.conftest import dispose
 
-    with app.app_context():
-        for engine in db.engines.values():
-            engine.dispose()
-    redis = app.extensions.get("recovery.redis")
-    if redis is not None:
-        redis.close()
+    dispose(app)
     recreate_database()
     return bench_app()
 

@@ -57,7 +57,7 @@ def send_batch(message_ids: tuple[int, ...]) -> str:
         )
         .order_by(Message.id)
     ).all()
-    due = _due_now(rows)
+    due, deferred = _due_now(rows)
     # One text per conversation at a time: the next goes once this one is sent.
     firsts: dict[tuple[str, str], int] = {}
     for message_id, from_number, to_number in due:
@@ -76,7 +76,7 @@ def send_batch(message_ids: tuple[int, ...]) -> str:
             claims.append(claimed)
     db.session.commit()
 
-    outcomes: dict = dict.fromkeys(waiting, DEFERRED)
+    outcomes: dict = dict.fromkeys(deferred + waiting, DEFERRED)
     if claims:
         outcomes.update(
             outbox.deliver_many(
@@ -94,7 +94,7 @@ def send_batch(message_ids: tuple[int, ...]) -> str:
     for message_id in later:
         effects.request(db.session, EffectKind.SEND_MESSAGE, message_id)
     db.session.commit()
-    return _result(message_ids, rows, due, outcomes)
+    return _result(message_ids, outcomes)
 
 
 def _sender():
@@ -104,6 +104,8 @@ def _sender():
 
 
 def _start_answer_windows(accepted: list[int]) -> None:
+    if not accepted:
+        return
     offers = db.session.scalars(
         select(Message.slot_offer_id).where(
             Message.id.in_(accepted),
@@ -114,36 +116,33 @@ def _start_answer_windows(accepted: list[int]) -> None:
     offering.start_answer_windows(db.session, list(offers))
 
 
-def _result(message_ids, rows, due, outcomes: dict) -> str:
-    failures = [o for o in outcomes.values() if isinstance(o, TemporarySendError)]
-    if len(message_ids) == 1 and outcomes.get(message_ids[0]) == DEFERRED:
-        return DEFERRED
+def _result(message_ids, outcomes: dict) -> str:
+    """One text: its outcome, or the error that stopped it. Several: a count of outcomes,
+    raising after all are recorded if any could not go for now."""
     if len(message_ids) == 1:
-        if failures:
-            raise failures[0]
-        if rows and not due:
-            return DEFERRED
-        return str(outcomes.get(message_ids[0], outbox.Delivery.NOTHING))
+        outcome = outcomes.get(message_ids[0], outbox.Delivery.NOTHING)
+        if isinstance(outcome, TemporarySendError):
+            raise outcome
+        return str(outcome)
+    failures = [o for o in outcomes.values() if isinstance(o, TemporarySendError)]
     counts = Counter(str(o) for o in outcomes.values() if not isinstance(o, Exception))
-    if len(due) < len(rows):
-        counts[DEFERRED] += len(rows) - len(due)
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
     if failures:
         raise TemporarySendError(f"{len(failures)} not sent for now ({failures[0]}); {summary}")
     return summary or outbox.Delivery.NOTHING
 
 
-def _due_now(rows: list) -> list:
-    """The texts whose sender's slot is due now (or within ``WAIT_IN_JOB``); the others
-    are asked for again at their slots."""
+def _due_now(rows: list) -> tuple[list, list[int]]:
+    """The texts whose sender's slot is due now (or within ``WAIT_IN_JOB``), and the ids
+    of the others, which are asked for again at their slots."""
     pace = pace_for(current_app)
     if pace is None or not rows:
-        return rows
+        return rows, []
     slots = pace.plan([(message_id, from_number) for message_id, from_number, _ in rows])
     later = {i: wait for i, wait in slots.items() if timedelta(seconds=wait) > WAIT_IN_JOB}
     if later:
         _wait_for_seconds(later)
-    return [row for row in rows if row[0] not in later]
+    return [row for row in rows if row[0] not in later], list(later)
 
 
 def _wait_for_seconds(waits: dict[int, float]) -> None:

@@ -36,14 +36,17 @@ def live_offer(session: Session, opening_id: int) -> SlotOffer | None:
     )
 
 
+def _holding(opening_ids) -> list:
+    """An active booking made from one of these openings: a YES already won it."""
+    return [
+        Appointment.source_slot_opening_id.in_(opening_ids),
+        Appointment.status.in_(ACTIVE_APPOINTMENT_STATUSES),
+    ]
+
+
 def held_booking(session: Session, opening_id: int) -> Appointment | None:
     """The active booking made from this opening, if a YES already won it."""
-    return session.scalar(
-        select(Appointment).where(
-            Appointment.source_slot_opening_id == opening_id,
-            Appointment.status.in_(ACTIVE_APPOINTMENT_STATUSES),
-        )
-    )
+    return session.scalar(select(Appointment).where(*_holding([opening_id])))
 
 
 def held_openings(session: Session, opening_ids: list[int]) -> set[int]:
@@ -51,12 +54,7 @@ def held_openings(session: Session, opening_ids: list[int]) -> set[int]:
     if not opening_ids:
         return set()
     return set(
-        session.scalars(
-            select(Appointment.source_slot_opening_id).where(
-                Appointment.source_slot_opening_id.in_(opening_ids),
-                Appointment.status.in_(ACTIVE_APPOINTMENT_STATUSES),
-            )
-        )
+        session.scalars(select(Appointment.source_slot_opening_id).where(*_holding(opening_ids)))
     )
 
 
