@@ -64,16 +64,9 @@ def send_batch(message_ids: tuple[int, ...]) -> str:
         firsts.setdefault((from_number, to_number), message_id)
     later = [row[0] for row in due if row[0] not in firsts.values()]
 
-    now = utcnow()
-    claims, waiting = [], []
-    for message_id in firsts.values():
-        try:
-            claimed = outbox.claim(db.session, message_id, now)
-        except outbox.EarlierTextUnsent:
-            waiting.append(message_id)  # asked for again in a moment, after that one
-            continue
-        if claimed is not None:
-            claims.append(claimed)
+    # Those waiting for an earlier text of their conversation are asked for again in a
+    # moment, after that one.
+    claims, waiting = outbox.claim_many(db.session, list(firsts.values()), utcnow())
     db.session.commit()
 
     outcomes: dict = dict.fromkeys(deferred + waiting, DEFERRED)

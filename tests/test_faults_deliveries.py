@@ -16,6 +16,7 @@ from twilio.request_validator import RequestValidator
 
 from recovery.booking import cancellation
 from recovery.db import db
+from recovery.effects import EffectKind
 from recovery.models import (
     Appointment,
     Direction,
@@ -135,11 +136,16 @@ def test_yes_no_yes_in_three_deliveries_each_keeps_the_first_outcome(
     assert count(session, Payment, Payment.appointment_id == booking.id) == 1
 
 
-def test_no_delivered_three_times_passes_the_slot_on_once(client, session, offered, recorder):
+def test_no_delivered_three_times_passes_the_slot_on_once(
+    client, session, offered, recorder, driver
+):
     s, opening, _ = offered
     sid = new_sid()
+    recorder.clear()
     for _ in range(3):
         signed_post(client, "no", s.customers[0].phone, sid=sid)
+    assert len(recorder.of_kind(EffectKind.OFFER_NEXT)) == 1  # asked for once, not thrice
+    driver.run_due()
     session.expire_all()
     offers = session.scalars(
         select(SlotOffer).where(SlotOffer.slot_opening_id == opening.id).order_by(SlotOffer.id)

@@ -5,6 +5,7 @@ from sqlalchemy import func, select
 from twilio.request_validator import RequestValidator
 
 from recovery.booking import cancellation
+from recovery.effects import EffectKind
 from recovery.messaging.gateway import SandboxSender
 from recovery.messaging.outbox import deliver
 from recovery.models import Customer, Message, OfferStatus, OpeningStatus, SlotOffer
@@ -172,20 +173,30 @@ def test_yes_synonyms(client, session, offered, body):
     assert "Pay the" in reply_text(signed_post(client, body, s.customers[0].phone))
 
 
-def test_no_declines_and_offers_the_next_at_once(client, session, offered, recorder):
+def test_no_declines_and_the_next_customer_is_offered_right_after(
+    client, session, offered, recorder, driver
+):
     s, opening, offer = offered
+    recorder.clear()
     answer = reply_text(signed_post(client, "no", s.customers[0].phone))
     assert answer == "OK, no problem. We'll offer it to someone else."
     session.expire_all()
     assert offer.status == OfferStatus.DECLINED
+    # The reply did not wait for the next offer: the job its commit asked for makes it.
+    assert [e.args for e in recorder.of_kind(EffectKind.OFFER_NEXT)] == [(opening.id,)]
+    driver.run_due()
+    session.expire_all()
     assert openings.live_offer(session, opening.id).customer_id == s.customers[1].id
 
 
-def test_duplicate_message_sid_has_no_second_effect(client, session, offered):
+def test_duplicate_message_sid_has_no_second_effect(client, session, offered, recorder, driver):
     s, opening, _offer = offered
+    recorder.clear()
     sid = new_sid()
     first = signed_post(client, "NO", s.customers[0].phone, sid=sid)
+    driver.run_due()  # the next customer is offered
     second = signed_post(client, "NO", s.customers[0].phone, sid=sid)
+    driver.run_due()
     assert first.status_code == second.status_code == 200
     assert reply_text(second) == ""  # answered, ignored
     session.expire_all()
@@ -272,9 +283,11 @@ def test_yes_to_an_expired_offer_says_so(client, session, offered, clock):
     assert "expired" in reply_text(signed_post(client, "YES", s.customers[0].phone))
 
 
-def test_yes_to_a_taken_slot_says_so(client, session, offered):
+def test_yes_to_a_taken_slot_says_so(client, session, offered, recorder, driver):
     s, _, _ = offered
-    signed_post(client, "NO", s.customers[0].phone)  # offered on to customer 1
+    recorder.clear()
+    signed_post(client, "NO", s.customers[0].phone)
+    driver.run_due()  # offered on to customer 1
     signed_post(client, "YES", s.customers[1].phone)  # who takes it
     assert reply_text(signed_post(client, "YES", s.customers[0].phone)) == (
         "Sorry, this slot has just been taken."

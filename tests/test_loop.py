@@ -150,12 +150,18 @@ def test_opening_expires_once_inside_the_lead_time(session, s, clock):
     assert opening.outcome_note == "too close to the start to offer"
 
 
-def test_decline_offers_the_next_at_once(session, s, clock):
+def test_decline_asks_for_the_next_offer_after_the_commit(session, s, clock, recorder):
     opening = cancel(session, s, clock).opening
     offering.offer_next(session, opening.id, now=clock.now)
     first = openings.live_offer(session, opening.id)
+    recorder.clear()
     assert offering.decline_offer(session, first.id, now=clock.now)
+    session.commit()
     assert first.status == OfferStatus.DECLINED and first.responded_at == clock.now
+    # The next customer is offered by the job the commit asked for (``jobs.tasks``).
+    assert [e.args for e in recorder.of_kind(EffectKind.OFFER_NEXT)] == [(opening.id,)]
+    assert openings.live_offer(session, opening.id) is None
+    offering.offer_next(session, opening.id, now=clock.now)
     assert openings.live_offer(session, opening.id).customer_id == s.customers[1].id
 
 
@@ -298,6 +304,7 @@ def test_timeline_keeps_to_its_own_opening(session, s, clock):
     first = cancel(session, s, clock).opening
     offering.offer_next(session, first.id, now=clock.now)
     offering.decline_offer(session, openings.live_offer(session, first.id).id, now=clock.now)
+    offering.offer_next(session, first.id, now=clock.now)  # the job the decline asks for
     clock.advance(minutes=5)
     other = f.appointment(
         session,

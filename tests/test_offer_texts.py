@@ -44,7 +44,13 @@ def expiry_runs(recorder, offer: SlotOffer) -> list:
 @pytest.mark.parametrize(
     ("end", "reason"),
     [
-        (lambda session, offer, now: offering.decline_offer(session, offer.id, now), "declined"),
+        (
+            lambda session, offer, now: (
+                offering.decline_offer(session, offer.id, now)
+                and offering.offer_next(session, offer.slot_opening_id, now)
+            ),  # the decline's job
+            "declined",
+        ),
         (lambda session, offer, now: offering.expire_offer_now(session, offer.id, now), "expired"),
     ],
     ids=["declined", "cut short by staff"],

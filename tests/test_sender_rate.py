@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select, update
 
 from jobs import tasks
+from recovery.booking import cancellation
 from recovery.db import db, utcnow
 from recovery.messaging.gateway import TemporarySendError
 from recovery.messaging.outbox import Purpose, queue_sms
@@ -26,6 +27,7 @@ from tests.conftest import REDIS_URL
 from tests.fake_twilio import FakeTwilio
 from tests.fault_support import settle
 from tests.processes import BIN, running, wait_until, worker_cmd
+from tests.scenario import scene
 from tests.test_faults_crashes import twilio_env
 
 RATE = 4.0  # texts per second per sender number in these tests
@@ -199,3 +201,28 @@ def test_a_worker_killed_mid_batch_neither_loses_nor_repeats_a_text(
     assert len(phones) == len(set(phones)) == len(ids)  # each text exactly once
     assert set(statuses(committed, ids)) == {"sent"}
     assert provider.lookups >= 1  # the in-flight ones were looked up, not sent again
+
+
+def test_a_cancelled_slots_offer_goes_before_the_notice_of_its_cancellation(
+    app, database_url, redis_conn, committed, provider, arrivals, monkeypatch
+):
+    """At one text a second, staff cancel a paid booking. The notice to the customer who
+    cancelled and the slot's first offer leave from the shop's one number: the offer goes
+    first (its time to answer is running), the notice one turn after it."""
+    monkeypatch.setitem(app.config, "SMS_SENDER_RATE", 1.0)  # as the workers run
+    s = scene(committed, utcnow(), sms_from_number="+447700900105")
+    committed.commit()
+    env = twilio_env(database_url, provider, SMS_SENDER_RATE="1")
+    with running(SCHEDULER, env), running(WORKER, env) as worker, running(WORKER, env):
+        cancellation.cancel_appointment(committed, s.booking.id, reason="staff")
+        committed.commit()  # the notice waits a turn; the offer's job starts now
+        wait_until(lambda: len(arrivals) >= 2, 30, "the offer and the notice", worker)
+        settle(1.0)
+
+    (_, first_to, first_body, first_at), (_, second_to, second_body, second_at) = sorted(
+        arrivals.seen, key=lambda seen: seen[3]
+    )
+    assert first_to == s.customers[0].phone and "Reply YES" in first_body
+    assert second_to == s.owner.phone and "cancelled" in second_body
+    assert second_at - first_at >= 0.8  # one turn of the number apart, less jitter
+    assert len(arrivals) == 2

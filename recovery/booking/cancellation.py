@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -21,6 +22,7 @@ from recovery.effects import EffectKind
 from recovery.errors import InvalidTransition, NotFound
 from recovery.messaging import texts
 from recovery.messaging.outbox import Purpose, queue_sms
+from recovery.messaging.pace import next_turn_left
 from recovery.models import Appointment, AppointmentStatus, PaymentStatus, SlotOpening
 from recovery.offers.locks import lock_booking
 from recovery.offers.openings import open_slot
@@ -86,8 +88,9 @@ def cancel_appointment(
     appt.status = AppointmentStatus.CANCELLED
     appt.cancelled_at = now
     appt.cancellation_reason = reason[:200]
-    _refund_by_policy(session, appt, now)
     refusal = _why_no_recovery(session, appt, was_settled, now)
+    # A slot that opens is offered at once, and its offer takes the number's next turn.
+    _refund_by_policy(session, appt, now, notice_waits=refusal is None)
     if refusal:
         appt.recovery_note = refusal
         session.flush()
@@ -100,10 +103,14 @@ def cancel_appointment(
     return CancelResult(appt, opening, appt.recovery_note)
 
 
-def _refund_by_policy(session: Session, appt: Appointment, now: datetime) -> None:
+def _refund_by_policy(
+    session: Session, appt: Appointment, now: datetime, notice_waits: bool
+) -> None:
     """Money of a cancelled booking: paid deposits refunded by policy, and a deposit
     still being asked for is closed so it can no longer be paid. The customer is told,
-    whoever cancelled (staff, the manage link, the command line)."""
+    whoever cancelled (staff, the manage link, the command line); when the cancellation
+    opened a slot (``notice_waits``), one turn of the sender number later, so the slot's
+    first offer, which leaves from the same number, goes first."""
     pending = pending_payment_for(session, appt.id)
     if pending is not None:
         pending.status = PaymentStatus.CANCELED
@@ -111,7 +118,12 @@ def _refund_by_policy(session: Session, appt: Appointment, now: datetime) -> Non
     refunded = refund_cancelled_booking(session, appt, now)
     if refunded:
         body = texts.cancelled_refunded(appt.shop, appt.starts_at, now, refunded)
-        queue_sms(session, appt.shop, appt.customer, body, Purpose.REFUNDED, appointment=appt)
+        purpose = Purpose.REFUNDED
     elif appt.starts_at > now:
-        body = texts.cancelled(appt.shop, appt.starts_at, now)
-        queue_sms(session, appt.shop, appt.customer, body, Purpose.CANCELLED, appointment=appt)
+        body, purpose = texts.cancelled(appt.shop, appt.starts_at, now), Purpose.CANCELLED
+    else:
+        return
+    not_before = next_turn_left(current_app, now) if notice_waits else None
+    queue_sms(
+        session, appt.shop, appt.customer, body, purpose, appointment=appt, not_before=not_before
+    )

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import requests
 from flask import Flask
+from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
@@ -102,8 +103,16 @@ class TwilioSender:
         auth_token: str,
         api_base_url: str | None = None,
         timeout: float = 10,
+        connections: int = 16,
     ):
-        self.client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout))
+        http = TwilioHttpClient(timeout=timeout)
+        # One kept-alive connection per concurrent send (``SEND_CONCURRENCY``): the SDK's
+        # pool holds ``cpu_count + 4``, and every send over that opened (and, over
+        # HTTPS, handshook) a connection of its own, then threw it away.
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+        http.session.mount("https://", adapter)
+        http.session.mount("http://", adapter)
+        self.client = Client(account_sid, auth_token, http_client=http)
         if api_base_url:
             # Tests and benchmarks: the Api domain's host lives only in base_url. An edge or
             # region would rewrite the host, so clear them.
@@ -153,7 +162,10 @@ def sender_for(app: Flask) -> SmsSender:
         cfg = app.config
         if cfg.get("TWILIO_ACCOUNT_SID") and cfg.get("TWILIO_AUTH_TOKEN"):
             sender = TwilioSender(
-                cfg["TWILIO_ACCOUNT_SID"], cfg["TWILIO_AUTH_TOKEN"], cfg.get("TWILIO_API_BASE_URL")
+                cfg["TWILIO_ACCOUNT_SID"],
+                cfg["TWILIO_AUTH_TOKEN"],
+                cfg.get("TWILIO_API_BASE_URL"),
+                connections=cfg.get("SEND_CONCURRENCY") or 16,
             )
         else:
             sender = SandboxSender()

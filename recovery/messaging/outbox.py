@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy.orm import Session, aliased, joinedload
 
 from recovery import effects
 from recovery.effects import EffectKind
@@ -122,11 +122,15 @@ class Outgoing:
     purpose: Purpose
     offer_id: int | None = None
     appointment_id: int | None = None
+    # Sent no sooner than this after ``now`` (None: at once), to leave its sender's next
+    # turn to a text that cannot wait (``pace.next_turn_left``).
+    not_before: datetime | None = None
 
 
 def queue_many(session: Session, outgoing: list[Outgoing]) -> list[Message]:
     """Put texts in the outbox, one flush for all; the send jobs deliver them after the
-    commit. A customer who opted out gets nothing: their text is kept as suppressed."""
+    commit (or at ``not_before``). A customer who opted out gets nothing: their text is
+    kept as suppressed."""
     messages = []
     for text in outgoing:
         message = _outbound(
@@ -144,9 +148,9 @@ def queue_many(session: Session, outgoing: list[Outgoing]) -> list[Message]:
         messages.append(message)
     session.add_all(messages)
     session.flush()
-    for message in messages:
+    for message, text in zip(messages, outgoing, strict=True):
         if message.status == MessageStatus.QUEUED:
-            effects.request(session, EffectKind.SEND_MESSAGE, message.id)
+            effects.request(session, EffectKind.SEND_MESSAGE, message.id, at=text.not_before)
     return messages
 
 
@@ -158,6 +162,7 @@ def queue_sms(
     purpose: Purpose,
     offer: SlotOffer | None = None,
     appointment: Appointment | None = None,
+    not_before: datetime | None = None,
 ) -> Message:
     """Put one text in the outbox (``queue_many``)."""
     text = Outgoing(
@@ -167,6 +172,7 @@ def queue_sms(
         purpose,
         offer_id=offer.id if offer else None,
         appointment_id=appointment.id if appointment else None,
+        not_before=not_before,
     )
     return queue_many(session, [text])[0]
 
@@ -179,23 +185,25 @@ def record_reply(
     from_: str,
     body: str,
     now: datetime,
-) -> Message:
-    """Log the answer the webhook returns in TwiML (Twilio sends it; we only record it)."""
-    message = Message(
-        shop_id=shop.id if shop else None,
-        customer_id=customer.id if customer else None,
-        direction=Direction.OUTBOUND,
-        from_number=from_,
-        to_number=to,
-        body=body,
-        purpose=Purpose.REPLY,
-        status=MessageStatus.SENT,
-        segments=segments(body),
-        cost_estimate_minor=estimated_cost_minor(body, shop.currency if shop else "USD"),
-        sent_at=now,
+) -> None:
+    """Log the answer the webhook returns in TwiML (Twilio sends it; we only record it).
+    One Core ``INSERT``: every inbound text writes one, and nothing reads it back."""
+    session.execute(
+        insert(Message.__table__),
+        {
+            "shop_id": shop.id if shop else None,
+            "customer_id": customer.id if customer else None,
+            "direction": Direction.OUTBOUND.value,
+            "from_number": from_,
+            "to_number": to,
+            "body": body,
+            "purpose": Purpose.REPLY.value,
+            "status": MessageStatus.SENT.value,
+            "segments": segments(body),
+            "cost_estimate_minor": estimated_cost_minor(body, shop.currency if shop else "USD"),
+            "sent_at": now,
+        },
     )
-    session.add(message)
-    return message
 
 
 class Delivery(enum.StrEnum):
@@ -228,56 +236,81 @@ class Claim:
 
 
 def claim(session: Session, message_id: int, now: datetime) -> Claim | None:
-    """Take a queued or sending message for one send attempt (``sending``); the caller
-    commits before calling the provider, so the attempt is on record whatever happens.
+    """Take a queued or sending message for one send attempt (``claim_many`` of one).
 
-    None when there is nothing to send, or another attempt holds the row right now
-    (``SKIP LOCKED``): that one is calling the provider.
+    None when there is nothing to send, or another attempt holds the row right now;
+    ``EarlierTextUnsent`` when an earlier text of its conversation is not sent yet.
     """
-    message = session.scalar(
-        select(Message)
-        .where(
-            Message.id == message_id,
-            Message.status.in_((MessageStatus.QUEUED, MessageStatus.SENDING)),
-        )
-        .with_for_update(skip_locked=True)
-    )
-    if message is None:
-        return None
-    if _earlier_unsent(session, message, now):
-        # The customer reads a conversation in order: this one goes after those.
+    claims, waiting = claim_many(session, [message_id], now)
+    if waiting:
         raise EarlierTextUnsent("an earlier text to this phone is not sent yet")
-    look_up_first = message.status == MessageStatus.SENDING
-    message.status = MessageStatus.SENDING
-    message.send_attempts += 1
-    if message.sending_at is None:
-        message.sending_at = now
-    session.flush()
-    return Claim(message.id, message.send_attempts, look_up_first)
+    return claims[0] if claims else None
 
 
 # A text older than this is not waited for: the sweep gives up asking for it.
 GIVE_UP_AFTER = timedelta(hours=6)
+_UNSENT = (MessageStatus.QUEUED, MessageStatus.SENDING)
 
 
-def _earlier_unsent(session: Session, message: Message, now: datetime) -> bool:
-    """Whether an earlier text of the same conversation (phone and sender) is still to
-    be sent (on ``ix_messages_unsent_conversation``)."""
-    return (
-        session.scalar(
-            select(Message.id)
-            .where(
-                Message.to_number == message.to_number,
-                Message.from_number == message.from_number,
-                Message.id < message.id,
-                Message.status.in_((MessageStatus.QUEUED, MessageStatus.SENDING)),
-                Message.direction == Direction.OUTBOUND,
-                Message.created_at > now - GIVE_UP_AFTER,
-            )
-            .limit(1)
+def claim_many(
+    session: Session, message_ids: list[int], now: datetime
+) -> tuple[list[Claim], list[int]]:
+    """Take queued or sending messages for one send attempt each (``sending``), in three
+    statements whatever their number; the caller commits before calling the provider, so
+    every attempt is on record whatever happens. Returns the claims, and the ids left
+    waiting for an earlier text of their conversation (the customer reads a conversation
+    in order). A message with nothing to send, or held by another attempt right now
+    (``SKIP LOCKED``: that one is calling the provider), is in neither.
+
+    Callers pass at most one message per conversation.
+    """
+    rows = session.execute(
+        select(Message.id, Message.status)
+        .where(Message.id.in_(message_ids), Message.status.in_(_UNSENT))
+        .order_by(Message.id)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if not rows:
+        return [], []
+    waiting = set(_earlier_unsent(session, [message_id for message_id, _ in rows], now))
+    was_sending = {message_id: status == MessageStatus.SENDING for message_id, status in rows}
+    taken = [message_id for message_id, _ in rows if message_id not in waiting]
+    attempts = {}
+    if taken:
+        attempts = dict(
+            session.execute(
+                update(Message)
+                .where(Message.id.in_(taken))
+                .values(
+                    status=MessageStatus.SENDING,
+                    send_attempts=Message.send_attempts + 1,
+                    sending_at=func.coalesce(Message.sending_at, now),
+                )
+                .returning(Message.id, Message.send_attempts)
+                .execution_options(synchronize_session=False)
+            ).all()
         )
-        is not None
-    )
+    claims = [Claim(i, attempts[i], was_sending[i]) for i in taken]
+    return claims, sorted(waiting)
+
+
+def _earlier_unsent(session: Session, message_ids: list[int], now: datetime) -> list[int]:
+    """Those of ``message_ids`` with an earlier text of the same conversation (phone and
+    sender) still to be sent (on ``ix_messages_unsent_conversation``)."""
+    earlier = aliased(Message)
+    return session.scalars(
+        select(Message.id).where(
+            Message.id.in_(message_ids),
+            exists().where(
+                earlier.to_number == Message.to_number,
+                earlier.from_number == Message.from_number,
+                earlier.id < Message.id,
+                earlier.status.in_(_UNSENT),
+                earlier.direction == Direction.OUTBOUND,
+                earlier.created_at > now - GIVE_UP_AFTER,
+            ),
+        )
+    ).all()
 
 
 def _held_back(session: Session, message: Message) -> tuple[MessageStatus, str] | None:
@@ -360,6 +393,7 @@ def deliver_many(
         .where(Message.id.in_(by_id), Message.status == MessageStatus.SENDING)
         .order_by(Message.id)
         .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)  # the claim was a bulk UPDATE
     ).all()
     outcomes: dict[int, Delivery | TemporarySendError] = dict.fromkeys(by_id, Delivery.NOTHING)
     # Sent meanwhile, or a later claim has it: nothing to do.

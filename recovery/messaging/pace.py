@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from flask import Flask
 from redis import Redis
@@ -144,6 +145,19 @@ def pace_for(app: Flask) -> SenderPace | None:
     if pace is None or pace.per_second != rate:
         pace = app.extensions["recovery.pace"] = SenderPace(redis, rate)
     return pace
+
+
+def next_turn_left(app: Flask, now: datetime) -> datetime | None:
+    """When a text that can wait should go so that its sender's next turn is left to one
+    that cannot: one interval from ``now``; None (at once) when there is no limit.
+
+    A cancellation's notice to the customer who cancelled and the first offer of the
+    slot it opened leave from the same number moments apart; at one text a second the
+    later of the two waits a second. The offer goes first: its time to answer runs."""
+    rate = app.config.get("SMS_SENDER_RATE") or 0
+    if rate <= 0:
+        return None
+    return now + timedelta(seconds=1 / rate)
 
 
 class PacedSender:

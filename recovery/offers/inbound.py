@@ -210,7 +210,6 @@ def _answer(
     record_reply(
         session, shop, customer, to=sms.from_number, from_=sms.to_number, body=text, now=now
     )
-    session.flush()
     return Reply(text)
 
 

@@ -357,11 +357,17 @@ def _settle(session: Session, due: _Due, now: datetime, cut_short: bool = False)
 
 
 def _move_expiry(session: Session, due: _Due, expires_at: datetime) -> None:
-    if expires_at != due.expires_at:
-        session.execute(
-            update(SlotOffer).where(SlotOffer.id == due.offer_id).values(expires_at=expires_at)
-        )
-    effects.request(session, EffectKind.EXPIRE_OFFER, due.offer_id, at=expires_at)
+    _move_expiries(session, [(due, expires_at)])
+
+
+def _move_expiries(session: Session, moves: list[tuple[_Due, datetime]]) -> None:
+    """Each offer's deadline set (one bulk UPDATE by primary key for all that change) and
+    its expiry job asked for at it."""
+    changed = [{"id": due.offer_id, "expires_at": at} for due, at in moves if at != due.expires_at]
+    if changed:
+        session.execute(update(SlotOffer), changed)
+    for due, expires_at in moves:
+        effects.request(session, EffectKind.EXPIRE_OFFER, due.offer_id, at=expires_at)
 
 
 def _expire(session: Session, offer_ids: list[int]) -> None:
@@ -389,7 +395,7 @@ def start_answer_windows(session: Session, offer_ids: list[int]) -> dict[int, st
         .order_by(SlotOpening.id)
         .with_for_update()
     ).all()
-    results = {}
+    results, moves = {}, []
     for due in map(_as_due, session.execute(_due_query().where(SlotOffer.id.in_(offer_ids)))):
         if due.status != OfferStatus.SENT:
             results[due.offer_id] = f"offer already {due.status}"
@@ -398,8 +404,9 @@ def start_answer_windows(session: Session, offer_ids: list[int]) -> dict[int, st
         if deadline is None or deadline == due.expires_at:
             results[due.offer_id] = "unchanged"
             continue
-        _move_expiry(session, due, deadline)
+        moves.append((due, deadline))
         results[due.offer_id] = f"expires at {deadline.isoformat()}"
+    _move_expiries(session, moves)
     return results
 
 
@@ -469,7 +476,10 @@ def retrigger(session: Session, opening_id: int, now: datetime | None = None) ->
 
 
 def decline_offer(session: Session, offer_id: int, now: datetime | None = None) -> bool:
-    """The customer said NO (or STOP): decline and offer the next customer at once."""
+    """The customer said NO (or STOP): decline, and offer the next customer in a job
+    right after the commit. The reply to the customer does not wait for the next offer
+    (the webhook answers sooner), and the job is the same one a cancellation asks for;
+    were it lost, the sweep finds the opening idle and offers it on."""
     now = now or utcnow()
     offer = session.get(SlotOffer, offer_id)
     if offer is None:
@@ -481,5 +491,5 @@ def decline_offer(session: Session, offer_id: int, now: datetime | None = None) 
     offer.status = OfferStatus.DECLINED
     offer.responded_at = now
     session.flush()
-    offer_next(session, opening.id, now)
+    effects.request(session, EffectKind.OFFER_NEXT, opening.id)
     return True
