@@ -14,6 +14,7 @@ from redis import Redis
 from rq import Queue
 
 from bench import data
+from bench.profile_webhook import cpu_snapshot, ms_per_request
 from bench.stack import REDIS_URL, Stack, wait_for
 
 
@@ -28,6 +29,7 @@ def run(stack: Stack, app, offers: int) -> dict:
     ).fetchone()[0]
     before = len(stack.accepted())
 
+    cpu_before = cpu_snapshot(stack)
     t0 = time.time()
     Queue("default", connection=Redis.from_url(REDIS_URL)).enqueue(
         "jobs.tasks.sweep", job_timeout=50
@@ -45,6 +47,8 @@ def run(stack: Stack, app, offers: int) -> dict:
     wait_for(lambda: len(stack.accepted()) - before >= total, 900, "every next offer SMS", 0.5)
     accepted = sorted(at for _, at in list(stack.accepted().values())[before:])
     sent_all = accepted[-1] - t0
+    # Each role's CPU over the whole catch-up, per offer (the machine has two cores).
+    cpu = ms_per_request(cpu_before, cpu_snapshot(stack), total)
     conn.close()
     return {
         "offers": total,
@@ -52,4 +56,6 @@ def run(stack: Stack, app, offers: int) -> dict:
         "expired_all_s": round(swept, 2),
         "all_next_sms_accepted_s": round(sent_all, 2),
         "sms_per_second": round(total / (accepted[-1] - accepted[0]), 1) if total > 1 else None,
+        "first_sms_s": round(accepted[0] - t0, 2),
+        "cpu_ms_per_offer": cpu,
     }
