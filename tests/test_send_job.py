@@ -239,3 +239,51 @@ def test_a_refused_connection_is_clear_and_simply_retried(
     with twilio_app.app_context():
         assert tasks.send_message(message_id) == "sent"
     assert len(fake_twilio.messages) == 1 and fake_twilio.lookups == 0
+
+
+def test_a_batch_is_claimed_at_once_leaving_what_is_held_or_waits(app, committed):
+    """``claim_many`` takes a send job's texts in three statements. A queued text is
+    claimed; one left ``sending`` by an earlier attempt is claimed to be looked up first;
+    one whose conversation has an earlier unsent text waits; one another attempt holds
+    right now, or one already sent, is left alone."""
+    from recovery.messaging import outbox
+
+    shop = f.shop(committed)
+    phones = [f.customer(committed, shop) for _ in range(4)]
+    queued, unclear, earlier, later, held, sent = (
+        queue_sms(committed, shop, customer, body, Purpose.OFFER).id
+        for customer, body in zip(
+            [phones[0], phones[1], phones[2], phones[2], phones[3], phones[3]],
+            ["Queued.", "Unclear.", "Earlier.", "Later.", "Held.", "Sent."],
+            strict=True,
+        )
+    )
+    first_claim = utcnow() - timedelta(seconds=40)
+    committed.execute(
+        update(Message)
+        .where(Message.id == unclear)
+        .values(status="sending", send_attempts=1, sending_at=first_claim)
+    )
+    committed.execute(update(Message).where(Message.id == sent).values(status="sent"))
+    committed.commit()
+
+    with db.engine.connect() as other:  # another attempt, holding one row
+        other.execute(select(Message.id).where(Message.id == held).with_for_update())
+        claims, waiting = outbox.claim_many(
+            committed, [queued, unclear, later, held, sent], utcnow()
+        )
+        committed.commit()
+        other.rollback()
+
+    assert [(c.message_id, c.attempt, c.look_up_first) for c in claims] == [
+        (queued, 1, False),
+        (unclear, 2, True),
+    ]
+    assert waiting == [later]
+    committed.expire_all()
+    rows = {m.id: m for m in committed.scalars(select(Message))}
+    assert [rows[i].status for i in (queued, unclear, earlier, later, held, sent)] == [
+        "sending", "sending", "queued", "queued", "queued", "sent"
+    ]  # fmt: skip
+    assert rows[unclear].sending_at == first_claim  # the first claim's time bounds a lookup
+    assert rows[queued].sending_at is not None and rows[later].send_attempts == 0
