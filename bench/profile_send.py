@@ -21,6 +21,7 @@ from redis import Redis
 from sqlalchemy import select
 
 from bench import data
+from bench.profile_sweep import figures
 from bench.stack import REDIS_URL, ROOT, Stack, driver_app, migrate, recreate_database
 
 
@@ -76,14 +77,10 @@ def run(offers: int, top_lines: int = 50) -> dict:
             proc.stop()
         Redis.from_url(REDIS_URL).flushdb()
     measured = sum(len(b) for b in batches[1:])
-    text = profiler.output_text(unicode=False, color=False, show_all=False)
     return {
         "texts": measured,
         "sent": sent,
-        "wall_s": round(wall, 2),
-        "cpu_s": round(cpu, 2),
-        "cpu_ms_per_text": round(cpu * 1000 / max(1, measured), 2),
-        "profile_text": "\n".join(text.splitlines()[:top_lines]),
+        **figures(profiler, wall, cpu, measured, "text", top_lines),
     }
 
 
