@@ -14,11 +14,13 @@ from datetime import timedelta
 from itertools import pairwise
 
 import pytest
+from rq import Worker
 from sqlalchemy import select, update
 
 from jobs import tasks
 from recovery.booking import cancellation
 from recovery.db import db, utcnow
+from recovery.effects import EffectKind
 from recovery.messaging.gateway import TemporarySendError
 from recovery.messaging.outbox import Purpose, queue_sms
 from recovery.models import Message
@@ -214,6 +216,9 @@ def test_a_cancelled_slots_offer_goes_before_the_notice_of_its_cancellation(
     committed.commit()
     env = twilio_env(database_url, provider, SMS_SENDER_RATE="1")
     with running(SCHEDULER, env), running(WORKER, env) as worker, running(WORKER, env):
+        # Both workers up (their app built), as in a running deployment: a cold start
+        # longer than the turn would let the notice go first.
+        wait_until(lambda: len(Worker.all(connection=redis_conn)) == 2, 60, "workers", worker)
         cancellation.cancel_appointment(committed, s.booking.id, reason="staff")
         committed.commit()  # the notice waits a turn; the offer's job starts now
         wait_until(lambda: len(arrivals) >= 2, 30, "the offer and the notice", worker)
@@ -226,3 +231,20 @@ def test_a_cancelled_slots_offer_goes_before_the_notice_of_its_cancellation(
     assert second_to == s.owner.phone and "cancelled" in second_body
     assert second_at - first_at >= 0.8  # one turn of the number apart, less jitter
     assert len(arrivals) == 2
+
+
+@pytest.mark.parametrize(("rate", "wait"), [(0, None), (2.0, timedelta(milliseconds=500))])
+def test_the_notice_waits_one_turn_only_where_the_number_has_a_rate(
+    app, session, clock, recorder, monkeypatch, rate, wait
+):
+    """With a sender rate the notice is asked for one interval after the cancellation;
+    without one (the rate off, or no Redis to share it) it goes at once."""
+    monkeypatch.setitem(app.config, "SMS_SENDER_RATE", rate)
+    s = scene(session, clock.now)
+    cancellation.cancel_appointment(session, s.booking.id, now=clock.now)
+    session.commit()
+    notice = session.scalar(
+        select(Message).where(Message.to_number == s.owner.phone, Message.purpose == "refunded")
+    )
+    sends = [e for e in recorder.of_kind(EffectKind.SEND_MESSAGE) if e.args == (notice.id,)]
+    assert [e.at for e in sends] == [None if wait is None else clock.now + wait]

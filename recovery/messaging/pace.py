@@ -154,10 +154,10 @@ def next_turn_left(app: Flask, now: datetime) -> datetime | None:
     A cancellation's notice to the customer who cancelled and the first offer of the
     slot it opened leave from the same number moments apart; at one text a second the
     later of the two waits a second. The offer goes first: its time to answer runs."""
-    rate = app.config.get("SMS_SENDER_RATE") or 0
-    if rate <= 0:
+    pace = pace_for(app)
+    if pace is None:  # no limit: nothing waits its turn
         return None
-    return now + timedelta(seconds=1 / rate)
+    return now + timedelta(milliseconds=pace.interval_ms)
 
 
 class PacedSender:
