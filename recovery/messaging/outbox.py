@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import exists, func, insert, select, update
+from sqlalchemy import exists, func, insert, literal, select, update
 from sqlalchemy.orm import Session, aliased, joinedload
 
 from recovery import effects
+from recovery.db import UTCDateTime
 from recovery.effects import EffectKind
 from recovery.messaging.gateway import (
     PermanentSendError,
@@ -262,7 +263,9 @@ def claim_many(
     in order). A message with nothing to send, or held by another attempt right now
     (``SKIP LOCKED``: that one is calling the provider), is in neither.
 
-    Callers pass at most one message per conversation.
+    Callers pass at most one message per conversation. The claim is one bulk ``UPDATE``:
+    a message already loaded in the session keeps its old status until it is reloaded
+    (``deliver_many`` reloads them).
     """
     rows = session.execute(
         select(Message.id, Message.status)
@@ -284,7 +287,7 @@ def claim_many(
                 .values(
                     status=MessageStatus.SENDING,
                     send_attempts=Message.send_attempts + 1,
-                    sending_at=func.coalesce(Message.sending_at, now),
+                    sending_at=func.coalesce(Message.sending_at, literal(now, UTCDateTime)),
                 )
                 .returning(Message.id, Message.send_attempts)
                 .execution_options(synchronize_session=False)

@@ -3,9 +3,9 @@
 An offer lives ``offer_ttl_minutes`` from the moment the provider accepts its text (not
 from when it was queued: a slow queue must not eat the customer's time to answer); its
 expiry runs as an exact-time job (the sweep is the safety net). While the text still
-waits to be sent, the offer does not expire. An expired or declined offer passes the
-opening to the next eligible customer at once; nobody left, or too close to the start,
-expires the opening.
+waits to be sent, the offer does not expire. An expired offer passes the opening to the
+next eligible customer at once, a declined one in the job its commit asks for; nobody
+left, or too close to the start, expires the opening.
 
 Offers wait out the shop's quiet hours: the next offer is asked for at their end (an
 exact-time job), unless that end leaves less than the shop's lead time before the start.
