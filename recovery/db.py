@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from flask import current_app, has_app_context
@@ -10,6 +12,8 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 
 # Stable constraint names, so migrations can refer to them on every database.
 NAMING_CONVENTION = {
@@ -99,6 +103,69 @@ class UTCDateTime(sa.types.TypeDecorator):
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value.astimezone(UTC)
+
+
+class local_date(FunctionElement):  # named like the SQL function it is
+    """``local_date(ts, zone)``: the calendar day a UTC timestamp falls on in a time zone
+    (an IANA name), so a query can group by the shop's days without reading every row."""
+
+    type = sa.Date()
+    name = "local_date"
+    inherit_cache = True
+
+
+class seconds_between(FunctionElement):  # named like the SQL function it is
+    """``seconds_between(start, end)``: the seconds from one timestamp to another."""
+
+    type = sa.Float()
+    name = "seconds_between"
+    inherit_cache = True
+
+
+@compiles(local_date, "postgresql")
+def _local_date_postgresql(element, compiler, **kw):
+    ts, zone = (compiler.process(c, **kw) for c in element.clauses)
+    return f"CAST(timezone({zone}, {ts}) AS DATE)"
+
+
+@compiles(seconds_between, "postgresql")
+def _seconds_between_postgresql(element, compiler, **kw):
+    start, end = (compiler.process(c, **kw) for c in element.clauses)
+    return f"CAST(EXTRACT(EPOCH FROM ({end} - {start})) AS DOUBLE PRECISION)"
+
+
+# SQLite (the embedded mode) has neither time zones nor exact time arithmetic, so it gets
+# both functions from Python, registered on each of its connections. It holds UTCDateTime
+# values as naive UTC text (see UTCDateTime).
+def _sqlite_instant(stored: str) -> datetime:
+    return datetime.fromisoformat(stored).replace(tzinfo=UTC)
+
+
+def _sqlite_local_date(stored: str | None, zone: str) -> str | None:
+    if stored is None:
+        return None
+    return _sqlite_instant(stored).astimezone(ZoneInfo(zone)).date().isoformat()
+
+
+def _sqlite_seconds_between(start: str | None, end: str | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return (_sqlite_instant(end) - _sqlite_instant(start)).total_seconds()
+
+
+@compiles(local_date, "sqlite")
+@compiles(seconds_between, "sqlite")
+def _registered_in_sqlite(element, compiler, **kw):
+    return f"{element.name}({compiler.process(element.clauses, **kw)})"
+
+
+@sa.event.listens_for(sa.engine.Engine, "connect")
+def _sqlite_functions(dbapi_connection, _record) -> None:
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        dbapi_connection.create_function("local_date", 2, _sqlite_local_date, deterministic=True)
+        dbapi_connection.create_function(
+            "seconds_between", 2, _sqlite_seconds_between, deterministic=True
+        )
 
 
 def lock_row(session, model, ident: int):
