@@ -7,6 +7,7 @@ The access log names the route of a customer link, never its token: ``/pay/<toke
 from gunicorn.glogging import Logger
 
 from recovery.links import redact_tokens
+from recovery.memory import freeze_startup_objects
 
 
 class RedactingLogger(Logger):
@@ -21,3 +22,8 @@ class RedactingLogger(Logger):
 
 
 logger_class = RedactingLogger
+
+
+def post_worker_init(worker):
+    # The app is loaded in this worker: what it holds for life leaves the collector's walk.
+    freeze_startup_objects()

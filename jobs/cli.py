@@ -12,6 +12,7 @@ from flask_migrate import upgrade
 
 from jobs.connection import queue_for, redis_for, scheduler_for
 from jobs.schedule import PeriodicScheduler, register, schedule_for
+from recovery.memory import freeze_startup_objects
 
 jobs_cli = click.Group("jobs", help="Background jobs.")
 
@@ -39,6 +40,7 @@ def run_scheduler(interval: float) -> None:
     )
     ids = register(scheduler, schedule)
     click.echo("periodic jobs registered: " + ", ".join(ids))
+    freeze_startup_objects()
     scheduler.run()
 
 

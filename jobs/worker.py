@@ -11,6 +11,7 @@ from __future__ import annotations
 from rq.worker import SimpleWorker
 
 from app import create_app
+from recovery.memory import freeze_startup_objects
 
 
 class AppWorker(SimpleWorker):
@@ -19,6 +20,7 @@ class AppWorker(SimpleWorker):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.app = create_app()
+        freeze_startup_objects()
 
     def perform_job(self, job, queue) -> bool:
         with self.app.app_context():
