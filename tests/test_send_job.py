@@ -116,7 +116,7 @@ def impatient(twilio_app, fake_twilio) -> Iterator[RecordingDispatcher]:
         installed(twilio_app, DISPATCHER_EXTENSION, RecordingDispatcher()) as recorder,
     ):
         yield recorder
-    sender.client.http_client.session.close()
+    sender.close()
 
 
 def age(app, message_id: int, seconds: int = 31) -> None:
@@ -233,7 +233,7 @@ def test_a_refused_connection_is_clear_and_simply_retried(
         ):
             tasks.send_message(message_id)
     finally:
-        nowhere.client.http_client.session.close()
+        nowhere.close()
     assert not isinstance(failure.value, UncertainSendError)
     assert reload(twilio_app, message_id).status == "queued"
     with twilio_app.app_context():

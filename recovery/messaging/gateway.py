@@ -8,15 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-import requests
 from flask import Flask
-from requests.adapters import HTTPAdapter
 from twilio.base.exceptions import TwilioException, TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
-from urllib3.exceptions import NewConnectionError
 
 from recovery.messaging.gsm import segments
+from recovery.messaging.transport import TRANSPORT_ERRORS, PooledHttpClient, never_connected
 
 # The SDK logs every request's and response's headers at INFO: several lines per text,
 # which a worker sending thousands pays for in CPU and log volume.
@@ -84,16 +81,6 @@ NOT_TAKEN_STATUSES = (429, 503)
 LOOKUP_LIMIT = 100  # the newest messages of one sender to one phone that a lookup reads
 
 
-def _never_connected(exc: BaseException) -> bool:
-    """True when no connection to the provider was made, so the request never left."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
-    if isinstance(exc, requests.exceptions.ConnectionError) and exc.args:
-        # requests wraps urllib3's MaxRetryError, whose reason says what failed.
-        return isinstance(getattr(exc.args[0], "reason", None), NewConnectionError)
-    return False
-
-
 class TwilioSender:
     name = "twilio"
 
@@ -105,14 +92,8 @@ class TwilioSender:
         timeout: float = 10,
         connections: int = 16,
     ):
-        http = TwilioHttpClient(timeout=timeout)
-        # One kept-alive connection per concurrent send (``SEND_CONCURRENCY``): the SDK's
-        # pool holds ``cpu_count + 4``, and every send over that opened (and, over
-        # HTTPS, handshook) a connection of its own, then threw it away.
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=connections)
-        http.session.mount("https://", adapter)
-        http.session.mount("http://", adapter)
-        self.client = Client(account_sid, auth_token, http_client=http)
+        self.http = PooledHttpClient(timeout=timeout, connections=connections)
+        self.client = Client(account_sid, auth_token, http_client=self.http)
         if api_base_url:
             # Tests and benchmarks: the Api domain's host lives only in base_url. An edge or
             # region would rewrite the host, so clear them.
@@ -129,8 +110,8 @@ class TwilioSender:
                 raise UncertainSendError(f"Twilio {exc.status}: {exc.msg}") from exc
             # Other 4xx are about this message: it will never be taken.
             raise PermanentSendError(f"Twilio {exc.status} ({exc.code}): {exc.msg}") from exc
-        except (TwilioException, OSError) as exc:  # requests' errors are OSErrors
-            if _never_connected(exc):
+        except (TwilioException, *TRANSPORT_ERRORS) as exc:
+            if never_connected(exc):
                 raise TemporarySendError(f"Twilio unreachable: {exc}") from exc
             raise UncertainSendError(f"Twilio did not answer: {exc}") from exc
         return SentSms(sid=message.sid, status=message.status or "queued")
@@ -148,8 +129,11 @@ class TwilioSender:
                 and m.date_created is not None
                 and m.date_created >= since
             ]
-        except (TwilioException, OSError) as exc:
+        except (TwilioException, *TRANSPORT_ERRORS) as exc:
             raise TemporarySendError(f"Twilio lookup failed: {exc}") from exc
+
+    def close(self) -> None:
+        self.http.close()
 
 
 SENDER_EXTENSION = "recovery.sms_sender"  # app.extensions key of the app's one sender
