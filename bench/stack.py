@@ -182,6 +182,8 @@ class Stack:
             "web",
             [
                 str(BIN / "gunicorn"),
+                "-c",
+                "gunicorn.conf.py",
                 "--bind",
                 f"127.0.0.1:{self.web_port}",
                 "--workers",

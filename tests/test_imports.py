@@ -20,7 +20,7 @@ ENTRY_POINTS = {"jobs.worker"}  # build an app: the RQ worker (gunicorn imports 
 
 # recovery's layers, lowest first (docs/architecture.md, "Packages").
 LAYERS = (
-    {"recovery.config", "recovery.db", "recovery.effects", "recovery.errors"},
+    {"recovery.config", "recovery.db", "recovery.effects", "recovery.errors", "recovery.memory"},
     {"recovery.models", "recovery.redis_client", "recovery.links", "recovery.audit"},
     {"recovery.availability", "recovery.payments"},
     {"recovery.messaging"},
