@@ -54,8 +54,9 @@ class PooledHttpClient(HttpClient):
         headers = dict(headers or {})
         if auth is not None:
             headers.update(urllib3.make_headers(basic_auth=f"{auth[0]}:{auth[1]}"))
+        params = {k: v for k, v in (params or {}).items() if v is not None}  # as requests
         if params:
-            url = f"{url}?{urlencode(params, doseq=True)}"
+            url += ("&" if "?" in url else "?") + urlencode(params, doseq=True)
         body = None
         if data is not None and headers.get("Content-Type") in JSON_TYPES:
             body = json.dumps(data)
