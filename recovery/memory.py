@@ -14,6 +14,9 @@ import gc
 
 
 def freeze_startup_objects() -> None:
-    """Call once, in the serving process, when the app is built and before work arrives."""
+    """Call in the serving process when the app is built and before work arrives. Called
+    again (the benchmark process builds a second app), what an earlier call froze is
+    thawed first, so the earlier app's garbage is collected rather than kept for ever."""
+    gc.unfreeze()
     gc.collect()  # what startup left as garbage goes now, not frozen for ever
     gc.freeze()
