@@ -8,6 +8,8 @@ its session is removed (and any transaction it left open rolled back) when it en
 
 from __future__ import annotations
 
+import logging
+
 from rq.worker import SimpleWorker
 
 from app import create_app
@@ -20,6 +22,11 @@ class AppWorker(SimpleWorker):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.app = create_app()
+        # ``rq worker`` gave its logger handlers of its own before the app set up logging;
+        # the app's root handler prints those lines too, so each came out twice.
+        rq_log = logging.getLogger("rq.worker")
+        for handler in list(rq_log.handlers):
+            rq_log.removeHandler(handler)
         freeze_startup_objects()
 
     def perform_job(self, job, queue) -> bool:

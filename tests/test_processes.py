@@ -6,7 +6,7 @@ import signal
 import urllib.request
 from datetime import UTC, datetime, timedelta
 
-from rq import Worker
+from rq import Queue, Worker
 from rq_scheduler import Scheduler
 
 from jobs.schedule import PREFIX, SCHEDULE
@@ -143,3 +143,13 @@ def test_a_real_worker_retries_a_provider_failure_and_sends_once(
     assert [m["to"] for m in sent] == [customer.phone]
     committed.expire_all()
     assert committed.get(Message, message.id).status == "sent"
+
+
+def test_the_worker_logs_each_job_once(app, database_url, redis_conn):
+    """The app's logging and rq's own handler both printed every line of the worker."""
+    Queue("default", connection=redis_conn).enqueue("jobs.tasks.sweep", job_id="log-once")
+    with running(WORKER, process_env(database_url, REDIS_URL)) as worker:
+        wait_until(lambda: redis_conn.get(HEARTBEAT_KEY), 30, "the sweep job", worker)
+        wait_until(lambda: "Job OK (log-once)" in worker.output(), 10, "its log line", worker)
+        output = worker.output()
+    assert output.count("Job OK (log-once)") == 1, output
