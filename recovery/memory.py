@@ -2,8 +2,8 @@
 
 A web or worker process imports Flask, SQLAlchemy and the SDKs and builds the app: about
 200,000 objects that live as long as the process. Python's full collection walks every one
-of them, and on the 2-core machine each took about 100 ms, in the middle of whatever page,
-webhook or job happened to be running (BENCHMARKS.md, "Wave 5"). Freezing them once the
+of them, and on the 2-core machine each took about 100 ms, in the middle of whatever page
+or job made enough objects to call for one (BENCHMARKS.md, "Wave 5"). Freezing them once the
 process is ready takes them out of the collector's walk; cycles made afterwards are still
 collected as before.
 """

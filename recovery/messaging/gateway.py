@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -14,10 +13,6 @@ from twilio.rest import Client
 
 from recovery.messaging.gsm import segments
 from recovery.messaging.transport import TRANSPORT_ERRORS, PooledHttpClient, never_connected
-
-# The SDK logs every request's and response's headers at INFO: several lines per text,
-# which a worker sending thousands pays for in CPU and log volume.
-logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 SANDBOX_FROM_NUMBER = "+15005550006"  # shown in the sandbox outbox; nothing is sent
 
@@ -149,7 +144,7 @@ def sender_for(app: Flask) -> SmsSender:
                 cfg["TWILIO_ACCOUNT_SID"],
                 cfg["TWILIO_AUTH_TOKEN"],
                 cfg.get("TWILIO_API_BASE_URL"),
-                connections=cfg.get("SEND_CONCURRENCY") or 16,
+                connections=cfg["SEND_CONCURRENCY"],
             )
         else:
             sender = SandboxSender()

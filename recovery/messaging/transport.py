@@ -1,11 +1,12 @@
 """The HTTP transport under the Twilio SDK: urllib3's connection pool, called directly.
 
 The SDK builds each request (URL, form, auth, headers) and reads each answer; this class
-only carries it. The SDK's own transport goes through requests, whose machinery around
-every call (a ``Request`` object, preparing it, merging the environment's proxy and CA
-settings, hooks, cookies, an adapter) cost half the CPU of a send on the 2-core machine:
-0.63 ms of 0.33 + 0.30 (BENCHMARKS.md, "Wave 5"), paid thousands of times when a worker
-catches up after an outage.
+only carries it, and (unlike the SDK's own transport) logs nothing per request. The SDK's
+own transport goes through requests, whose machinery around every call (a ``Request``
+object, preparing it, merging the environment's proxy and CA settings, hooks, cookies, an
+adapter) was half the CPU of a send on the 2-core machine: 0.63 ms a send through
+requests, 0.33 ms through the pool (BENCHMARKS.md, "Wave 5"), paid thousands of times
+when a worker catches up after an outage.
 
 What changes for whoever deploys: the sender ignores ``HTTPS_PROXY`` and
 ``REQUESTS_CA_BUNDLE``; it verifies Twilio's certificate against certifi's bundle, as the
